@@ -1,0 +1,10 @@
+# normkit_isa_objects(<name> FLAGS <flags...> SOURCES <files...>)
+# One OBJECT library per instruction set, compiled with that ISA's flags only.
+function(normkit_isa_objects name)
+    cmake_parse_arguments(ARG "" "" "FLAGS;SOURCES" ${ARGN})
+    add_library(${name} OBJECT ${ARG_SOURCES})
+    target_compile_options(${name} PRIVATE ${ARG_FLAGS})
+    target_compile_definitions(${name} PRIVATE NK_SIMD_XSIMD)
+    target_link_libraries(${name} PRIVATE normkit_build_settings xsimd)
+    set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+endfunction()

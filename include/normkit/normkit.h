@@ -1,0 +1,152 @@
+/*
+ * normkit: SIMD CPU normalization kernels behind a stable C ABI.
+ *
+ * C99, fixed-width types only. Rules that never change:
+ *   - status numbers are pinned; new ones are only ever appended;
+ *   - option structs start with `struct_size` and only ever grow at the end;
+ *   - every function is thread-safe and re-entrant; a context may be shared;
+ *   - on any error no output buffer is written, and nk_last_error_message()
+ *     names the argument at fault.
+ */
+#ifndef NORMKIT_NORMKIT_H
+#define NORMKIT_NORMKIT_H
+
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(NK_BUILDING_LIBRARY)
+#    define NK_API __declspec(dllexport)
+#  else
+#    define NK_API
+#  endif
+#elif defined(__GNUC__)
+#  define NK_API __attribute__((visibility("default")))
+#else
+#  define NK_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version ------------------------------------------------------------- */
+
+#define NK_VERSION_MAJOR 0
+#define NK_VERSION_MINOR 1
+#define NK_VERSION_PATCH 0
+#define NK_VERSION_NUMBER (NK_VERSION_MAJOR * 10000 + NK_VERSION_MINOR * 100 + NK_VERSION_PATCH)
+
+/* The version of the library actually loaded: major*10000 + minor*100 + patch. */
+NK_API uint32_t nk_version(void);
+
+/* ---- Status -------------------------------------------------------------- */
+
+typedef int32_t nk_status;
+#define NK_OK                     0
+#define NK_ERROR_NULL_POINTER     1 /* a required pointer is NULL */
+#define NK_ERROR_INVALID_SHAPE    2 /* negative/overflowing sizes, one value per channel in training */
+#define NK_ERROR_INVALID_ARGUMENT 3 /* bad enum/flag/struct_size/epsilon/momentum, overlapping buffers */
+#define NK_ERROR_UNSUPPORTED      4 /* valid request this build cannot serve (dtype, ISA not on this CPU) */
+#define NK_ERROR_OUT_OF_MEMORY    5 /* scratch allocation failed; nothing was written */
+#define NK_ERROR_INTERNAL         6 /* a bug in normkit: please report it */
+
+/* A static, human-readable name for a status ("NK_ERROR_INVALID_SHAPE"). Never NULL. */
+NK_API const char* nk_status_string(nk_status status);
+
+/* The message of the last normkit call made on the calling thread: empty ("") when
+ * that call succeeded, otherwise it names the argument and value at fault.
+ * The pointer stays valid until the next normkit call on this thread. Never NULL. */
+NK_API const char* nk_last_error_message(void);
+
+/* ---- Context ------------------------------------------------------------- */
+
+/* Instruction-set paths, best last. nk_context_set_max_isa caps the dispatch. */
+#define NK_ISA_SCALAR  0
+#define NK_ISA_SSE4_2  1
+#define NK_ISA_AVX2    2 /* AVX2 + FMA */
+#define NK_ISA_AVX512  3 /* AVX-512 F/DQ/BW/VL */
+
+/* A context holds a thread cap and an ISA cap. NULL everywhere means the process
+ * default: all threads of the caller's oneTBB arena, best ISA of this CPU (capped by
+ * the environment variable NK_MAX_ISA=scalar|sse4.2|avx2|avx512 if set at first use). */
+typedef struct nk_context nk_context;
+
+NK_API nk_status nk_context_create(nk_context** ctx);
+NK_API void      nk_context_destroy(nk_context* ctx); /* NULL is a no-op */
+/* n = 0: all threads of the caller's arena; n >= 1: at most n threads. */
+NK_API nk_status nk_context_set_num_threads(nk_context* ctx, int32_t n);
+/* isa: one of NK_ISA_*. A cap above what the CPU has is allowed: the best available is used. */
+NK_API nk_status nk_context_set_max_isa(nk_context* ctx, int32_t isa);
+/* The NK_ISA_* path calls made with ctx take (ctx may be NULL: the process default). */
+NK_API int32_t   nk_context_isa(const nk_context* ctx);
+
+/* ---- Batch normalization ------------------------------------------------- */
+
+#define NK_LAYOUT_NCS 0 /* channels-first: NC, NCL, NCHW, NCDHW: (n*C + c)*S + s */
+#define NK_LAYOUT_NSC 1 /* channels-last: NLC, NHWC, NDHWC:     (n*S + s)*C + c */
+
+#define NK_DTYPE_F32 0
+
+/* running = m*running + (1-m)*batch (Keras, ONNX). Default: (1-m)*running + m*batch (PyTorch). */
+#define NK_BN_KERAS_MOMENTUM     0x1u
+/* The running variance takes the population (biased) batch variance. Default: unbiased,
+ * times count/(count-1), as PyTorch does. */
+#define NK_BN_BIASED_RUNNING_VAR 0x2u
+/* Backward treats save_mean/save_invstd as constants (frozen statistics):
+ * diff_src = diff_dst * scale * invstd. */
+#define NK_BN_USE_GLOBAL_STATS   0x4u
+
+typedef struct nk_batch_norm_desc {
+    uint32_t struct_size; /* sizeof(nk_batch_norm_desc); fields are only ever appended */
+    int32_t  layout;      /* NK_LAYOUT_* */
+    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  reserved0;   /* must be 0 (keeps the int64 fields 8-byte aligned everywhere) */
+    int64_t  n;           /* batch */
+    int64_t  c;           /* channels */
+    int64_t  spatial;     /* product of the spatial dims; 1 for NC */
+    float    epsilon;     /* > 0 and finite; default 1e-5 */
+    float    momentum;    /* in [0, 1]; default 0.1. momentum = 1/k at step k gives the
+                             cumulative average (PyTorch's momentum=None) */
+    uint32_t flags;       /* NK_BN_* bits */
+    uint32_t reserved1;   /* must be 0 */
+} nk_batch_norm_desc;
+
+/* Fills every field with its default for a float32 tensor of the given shape. */
+NK_API nk_status nk_batch_norm_desc_init(nk_batch_norm_desc* desc, int32_t layout,
+                                         int64_t n, int64_t c, int64_t spatial);
+
+/* Training forward: batch statistics (biased variance), then
+ *   dst = (src - mean) * invstd * scale + shift,   invstd = 1 / sqrt(var + epsilon).
+ * scale / shift may be NULL (1 / 0). running_mean / running_var may be NULL (then not
+ * updated; they go together or not at all). save_mean / save_invstd may be NULL.
+ * dst may equal src (in place); any other overlap is an error. */
+NK_API nk_status nk_batch_norm_forward_training(
+    nk_context* ctx, const nk_batch_norm_desc* desc,
+    const void* src, void* dst, const float* scale, const float* shift,
+    float* running_mean, float* running_var,
+    float* save_mean, float* save_invstd);
+
+/* Inference forward with given statistics: dst = (src - mean) / sqrt(variance + eps) * scale + shift.
+ * scale / shift may be NULL; mean and variance are required. dst may equal src. */
+NK_API nk_status nk_batch_norm_forward_inference(
+    nk_context* ctx, const nk_batch_norm_desc* desc,
+    const void* src, void* dst, const float* scale, const float* shift,
+    const float* mean, const float* variance);
+
+/* Backward, with xhat = (src - save_mean) * save_invstd:
+ *   diff_src   = scale * invstd * (diff_dst - mean(diff_dst) - xhat * mean(diff_dst * xhat))
+ *   diff_scale = sum(diff_dst * xhat),  diff_shift = sum(diff_dst)       (per channel)
+ * With NK_BN_USE_GLOBAL_STATS: diff_src = diff_dst * scale * invstd.
+ * scale may be NULL (1). Each of diff_src, diff_scale, diff_shift may be NULL (not computed).
+ * diff_src may equal diff_dst (in place); any other overlap is an error. */
+NK_API nk_status nk_batch_norm_backward(
+    nk_context* ctx, const nk_batch_norm_desc* desc,
+    const void* src, const void* diff_dst, const float* scale,
+    const float* save_mean, const float* save_invstd,
+    void* diff_src, float* diff_scale, float* diff_shift);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* NORMKIT_NORMKIT_H */
