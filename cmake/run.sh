@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The README's two commands. Installs what is missing (Debian 12, as root), builds, runs.
+#   bash cmake/run.sh bench   build and print the benchmark report (the main job)
+#   bash cmake/run.sh test    build and run every test: release, then ASan+UBSan, then TSan
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mode=${1:-}
+case "$mode" in bench | test) ;; *) echo "usage: bash cmake/run.sh bench|test" >&2; exit 2 ;; esac
+
+packages=(cmake ninja-build g++ binutils libtbb-dev libxsimd-dev doctest-dev)
+[ "$mode" = bench ] && packages+=(libbenchmark-dev libdnnl-dev)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+jobs=$(nproc)
+build() { # preset name
+    cmake --preset "$1" -S "$root" >/dev/null
+    cmake --build --preset "$1" -j "$jobs"
+}
+
+if [ "$mode" = bench ]; then
+    build release
+    exec bash "$root/bench/run_report.sh" "$root/build/release"
+fi
+
+for preset in release asan tsan; do
+    echo "== $preset: build and test"
+    build "$preset"
+    ctest --preset "$preset"
+done
