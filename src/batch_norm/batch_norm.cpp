@@ -10,17 +10,20 @@
 #include "core/moments.hpp"
 #include "normkit/normkit.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 namespace nk {
 namespace {
 
 // These constants fix the reduction tree: changing one changes the bits of results.
-constexpr int64_t kPiece = 16384;      // channels-first: elements of one channel per item
-constexpr int64_t kBlockLanes = 32768; // rows path: lane-values per item (rows x lanes)
+constexpr int64_t kPiece = 16384;      // channels-first: values of one channel per piece
+constexpr int64_t kBlockLanes = 131072; // rows path: lane-values per item (rows x lanes)
 constexpr int64_t kTile = 1024;        // rows path: lanes per item
 constexpr int64_t kMinLanes = 64;      // rows path: short rows are packed to >= this many lanes
 
@@ -34,14 +37,34 @@ const BatchNormKernelTable& kernels_for(Isa isa) {
     return batch_norm_kernels_scalar();
 }
 
+// Bytes of one channel that a core can keep in cache between the statistics pass
+// and the element-wise pass (half its L2). Only the schedule depends on it, never a result.
+int64_t fuse_budget_bytes() {
+    static const int64_t budget = [] {
+        const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        return l2 > 0 ? int64_t(l2) / 2 : int64_t(512) << 10;
+    }();
+    return budget;
+}
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+struct Geometry;
+int64_t fused_group(const Geometry& g, int64_t tensors);
+
+// `rows` runs of `len` floats, `stride` apart, starting at `offset`.
+struct Run {
+    int64_t offset, rows, len, stride;
+};
+
 // The fixed decomposition of an (N, C, S) tensor.
 //
-// Seg path (channels-first with S > 1): item = (channel c, piece p); a piece is up to
-// kPiece consecutive values of one channel: whole rows of S, or a chunk of one row.
+// Seg path (channels-first with S > 1): piece p of channel c is up to kPiece
+// consecutive values of the channel: whole rows of S, or a chunk of one row.
 //
 // Rows path (channels-last, or S == 1): the tensor is M = N*S rows of C channels.
-// With C < kMinLanes, `rep` consecutive rows are read as one row of width = C*rep
-// lanes (lane l holds channel l % C). Item = (block b of rows, tile t of lanes).
+// With C < kMinLanes, `rep` consecutive rows are read as one row of width = C*rep lanes
+// (lane l holds channel l % C; width a multiple of 16). Item = (block of rows, tile of lanes).
 struct Geometry {
     int64_t N, C, S;
     bool rows_path;
@@ -63,7 +86,10 @@ struct Geometry {
             return;
         }
         M = N * S;
-        rep = C < kMinLanes ? (kMinLanes + C - 1) / C : 1;
+        if (C < kMinLanes) {
+            const int64_t align = 16 / std::gcd<int64_t>(C, 16); // makes C*rep a multiple of 16
+            rep = round_up((kMinLanes + C - 1) / C, align);
+        }
         width = C * rep;
         tile = rep > 1 ? width : std::min(C, kTile);
         tiles = (width + tile - 1) / tile;
@@ -71,34 +97,27 @@ struct Geometry {
         blocks = (M + block_rows - 1) / block_rows;
     }
 
-    // Number of work items, and partial results per channel.
     int64_t items() const { return rows_path ? blocks * tiles : C * pieces; }
     int64_t partials_per_channel() const { return rows_path ? blocks : pieces; }
+    int64_t lanes() const { return rows_path ? width : C; }
 
-    // Seg path: calls f(offset, len) for the runs of item = c*pieces + p, in order.
-    template <class F>
-    void for_each_segment(int64_t item, F&& f) const {
-        const int64_t c = item / pieces, p = item % pieces;
+    Run piece(int64_t c, int64_t p) const {
         if (S > kPiece) {
             const int64_t n = p / chunks_per_row, k = p % chunks_per_row;
-            f((n * C + c) * S + k * kPiece, std::min(kPiece, S - k * kPiece));
-            return;
+            return {(n * C + c) * S + k * kPiece, 1, std::min(kPiece, S - k * kPiece), S};
         }
-        const int64_t n_end = std::min(N, (p + 1) * rows_per_piece);
-        for (int64_t n = p * rows_per_piece; n < n_end; ++n) f((n * C + c) * S, S);
+        const int64_t n0 = p * rows_per_piece;
+        return {(n0 * C + c) * S, std::min(rows_per_piece, N - n0), S, C * S};
     }
 
-    // Rows path: the part of the tensor item covers.
+    // Rows path: the part of the tensor an item covers.
     struct RowsItem {
-        int64_t block;     // b
-        int64_t row0;      // first real row
-        int64_t rows;      // real rows
-        int64_t lane0;     // first lane (index into per-lane coefficient arrays)
-        int64_t lanes;     // lanes per full row
-        int64_t offset;    // float offset of (row0, lane0)
-        int64_t stride;    // floats between lane rows
-        int64_t full_rows; // lane rows with all lanes
-        int64_t tail;      // lanes of one partial last lane row (rep > 1 only)
+        int64_t block;    // b
+        int64_t row0;     // first real row
+        int64_t rows;     // real rows
+        int64_t lane0;    // first lane (index into per-lane arrays)
+        Run full;         // lane rows with all `full.len` lanes
+        Run tail;         // one partial last lane row (rep > 1 only), tail.rows = 0 if none
     };
     RowsItem rows_item(int64_t item) const {
         RowsItem r;
@@ -107,21 +126,35 @@ struct Geometry {
         r.row0 = r.block * block_rows;
         r.rows = std::min(block_rows, M - r.row0);
         r.lane0 = t * tile;
-        r.lanes = std::min(tile, width - r.lane0);
-        r.offset = r.row0 * C + r.lane0;
-        r.stride = rep > 1 ? width : C;
-        r.full_rows = r.rows / rep;
-        r.tail = (r.rows % rep) * C;
+        const int64_t stride = rep > 1 ? width : C;
+        const int64_t offset = r.row0 * C + r.lane0;
+        r.full = {offset, r.rows / rep, std::min(tile, width - r.lane0), stride};
+        const int64_t tail = (r.rows % rep) * C;
+        r.tail = {offset + r.full.rows * stride, tail > 0 ? 1 : 0, tail, stride};
         return r;
     }
 };
 
-// Per-channel coefficients of the element-wise pass; `lanes` entries per array (the
-// rows path with rep > 1 repeats the C channels rep times).
+// Channels-first: how many channels one task takes through statistics and the
+// element-wise pass while they stay in cache (`tensors` inputs read twice); 0 when a
+// single channel is too large. At least 8 groups when there are channels enough, so
+// that every core has work.
+int64_t fused_group(const Geometry& g, int64_t tensors) {
+    if (g.rows_path || g.S > kPiece) return 0;
+    const int64_t channel_bytes = tensors * g.N * g.S * int64_t(sizeof(float));
+    const int64_t fit = fuse_budget_bytes() / std::max<int64_t>(1, channel_bytes);
+    if (fit < 1) return 0;
+    return std::min(fit, std::max<int64_t>(1, g.C / 8));
+}
+
+// Per-lane coefficients of the element-wise pass (padded for whole-register reads;
+// the rows path with rep > 1 repeats the C channels rep times).
 struct CoefArrays {
     std::vector<float> mean_hi, mean_lo, a, b, k1, k2;
-    explicit CoefArrays(int64_t lanes)
-        : mean_hi(lanes), mean_lo(lanes), a(lanes), b(lanes), k1(lanes), k2(lanes) {}
+    explicit CoefArrays(int64_t lanes) {
+        for (std::vector<float>* v : {&mean_hi, &mean_lo, &a, &b, &k1, &k2})
+            v->assign(size_t(lanes + kRowsLanePadding), 0.0f);
+    }
     ElementwiseCoefs at(int64_t i) const {
         return {mean_hi.data() + i, mean_lo.data() + i, a.data() + i,
                 b.data() + i,       k1.data() + i,      k2.data() + i};
@@ -132,172 +165,203 @@ struct CoefArrays {
     }
 };
 
-int64_t coef_lanes(const Geometry& g) { return g.rows_path ? g.width : g.C; }
+// Sums of one piece or of one channel in one rows block, and the shift they are taken from.
+struct PartialSums {
+    double s1 = 0, s2 = 0, center = 0, count = 0;
+};
 
-// Runs one element-wise kernel over every item. seg(k, off, len, coefs) and
-// rows(k, off, rows, lanes, stride, coefs) call the matching kernel.
-template <class SegFn, class RowsFn>
-void elementwise_pass(const ExecConfig& config, const Geometry& g, const CoefArrays& coefs,
-                      SegFn seg, RowsFn rows) {
-    config.threads.parallel_for(g.items(), [&](int64_t begin, int64_t end) {
-        for (int64_t item = begin; item < end; ++item) {
-            if (!g.rows_path) {
-                const ElementwiseCoefs k = coefs.at(item / g.pieces);
-                g.for_each_segment(item, [&](int64_t off, int64_t len) { seg(off, len, k); });
-                continue;
-            }
-            const Geometry::RowsItem r = g.rows_item(item);
-            const ElementwiseCoefs k = coefs.at(r.lane0);
-            rows(r.offset, r.full_rows, r.lanes, r.stride, k);
-            if (r.tail > 0) rows(r.offset + r.full_rows * r.stride, 1, r.tail, r.stride, k);
-        }
-    });
+// The two kinds of per-item reduction, each with its seg and rows kernels.
+struct StatsReduction {
+    const BatchNormKernelTable& k;
+    const float* src;
+    float seg_center(const Run& r, int64_t) const { return src[r.offset]; }
+    float rows_center(int64_t row0, int64_t C, int64_t c) const { return src[row0 * C + c]; }
+    void seg(const Run& r, float center, double* a1, double* a2) const {
+        k.stats_seg(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    }
+    void rows(const Run& r, const float* center, double* a1, double* a2) const {
+        k.stats_rows(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    }
+};
+
+struct GradReduction {
+    const BatchNormKernelTable& k;
+    const float* src;
+    const float* diff_dst;
+    const float* mean;
+    float seg_center(const Run&, int64_t c) const { return mean[c]; }
+    float rows_center(int64_t, int64_t, int64_t c) const { return mean[c]; }
+    void seg(const Run& r, float center, double* a1, double* a2) const {
+        k.grad_seg(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    }
+    void rows(const Run& r, const float* center, double* a1, double* a2) const {
+        k.grad_rows(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    }
+};
+
+template <class Reduction>
+PartialSums reduce_piece(const Geometry& g, const Reduction& red, int64_t c, int64_t p) {
+    double acc1[16] = {}, acc2[16] = {};
+    const Run r = g.piece(c, p);
+    const float center = red.seg_center(r, c);
+    red.seg(r, center, acc1, acc2);
+    PartialSums s;
+    s.center = center;
+    s.s1 = fold16(acc1);
+    s.s2 = fold16(acc2);
+    s.count = double(r.rows * r.len);
+    return s;
 }
 
-// Partial reductions of every item, one pair of sums per (partial, channel), then
-// reduced per channel in partial order. Reduce(item, lanes-or-16 accumulators) fills
-// acc1/acc2; the caller turns the folded sums into per-channel results.
-//
-// kind = statistics: sums of (x - pivot), (x - pivot)^2 -> Moments
-// kind = gradient:   sums of dy, dy * (x - mean)
-struct ChannelSums {
-    double s1 = 0, s2 = 0;
+// Channels-first with S <= kPiece: pieces (c, p) of channels [c0, c1), visited row by
+// row in memory order (for n: for c), each with its own 16 lanes. A lane still sees
+// its values in row order, so the sums equal reduce_piece's, bit for bit.
+struct GroupScratch {
+    std::vector<double> acc1, acc2;
+    std::vector<float> center;
+    explicit GroupScratch(int64_t channels)
+        : acc1(size_t(16 * channels)), acc2(size_t(16 * channels)), center(size_t(channels)) {}
 };
 
-// Reduces each item to per-channel sums. For the seg path `center(item)` gives the
-// shift (pivot or mean) and seg_kernel accumulates 16 lanes; for the rows path
-// `lane_center` fills per-lane shifts. out[partial * C + c] receives the channel's sums
-// and the shift used.
-struct ItemSums {
-    ChannelSums sums;
-    double center = 0;
-    double count = 0;
+template <class Reduction>
+void reduce_piece_group(const Geometry& g, const Reduction& red, int64_t p, int64_t c0, int64_t c1,
+                        GroupScratch& w, PartialSums* out, int64_t out_step) {
+    const int64_t n0 = p * g.rows_per_piece, n1 = std::min(g.N, n0 + g.rows_per_piece);
+    std::fill(w.acc1.begin(), w.acc1.end(), 0.0);
+    std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
+    for (int64_t c = c0; c < c1; ++c) w.center[size_t(c - c0)] = red.seg_center(g.piece(c, p), c);
+    for (int64_t n = n0; n < n1; ++n)
+        for (int64_t c = c0; c < c1; ++c) {
+            const size_t j = size_t(c - c0);
+            red.seg({(n * g.C + c) * g.S, 1, g.S, g.S}, w.center[j], &w.acc1[16 * j], &w.acc2[16 * j]);
+        }
+    for (int64_t c = c0; c < c1; ++c) {
+        const size_t j = size_t(c - c0);
+        out[(c - c0) * out_step] = {fold16(&w.acc1[16 * j]), fold16(&w.acc2[16 * j]), w.center[j],
+                                    double((n1 - n0) * g.S)};
+    }
+}
+
+// Per-range scratch of the rows reductions.
+struct RowsScratch {
+    std::vector<float> center;
+    std::vector<double> acc1, acc2;
+    explicit RowsScratch(int64_t tile)
+        : center(size_t(tile + kRowsLanePadding)), acc1(center.size()), acc2(center.size()) {}
 };
 
-template <class SegCenter, class SegKernel, class RowsCenter, class RowsKernel>
-std::vector<ItemSums> reduce_items(const ExecConfig& config, const Geometry& g,
-                                   SegCenter seg_center, SegKernel seg_kernel,
-                                   RowsCenter rows_center, RowsKernel rows_kernel) {
-    std::vector<ItemSums> out(size_t(g.partials_per_channel() * g.C));
+// Reduces one rows item; out[block * C + c] receives each channel's sums.
+template <class Reduction>
+void reduce_rows_item(const Geometry& g, const Reduction& red, int64_t item, RowsScratch& w,
+                      PartialSums* out) {
+    const Geometry::RowsItem r = g.rows_item(item);
+    std::fill(w.acc1.begin(), w.acc1.end(), 0.0);
+    std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
+    std::fill(w.center.begin(), w.center.end(), 0.0f);
+    // Lane j holds channel (lane0 + j) % C: lane0 is 0 when rep > 1, and lanes < C otherwise.
+    for (int64_t j = 0, c = r.lane0; j < r.full.len; ++j, c = (c + 1 == g.C ? 0 : c + 1))
+        w.center[j] = red.rows_center(r.row0, g.C, c);
+    red.rows(r.full, w.center.data(), w.acc1.data(), w.acc2.data());
+    if (r.tail.rows > 0) red.rows(r.tail, w.center.data(), w.acc1.data(), w.acc2.data());
+    // Lanes holding the same channel are added in lane order.
+    const int64_t channels = g.rep > 1 ? g.C : r.full.len;
+    for (int64_t j = 0; j < channels; ++j) {
+        PartialSums s;
+        for (int64_t l = j; l < r.full.len; l += g.C) {
+            s.s1 += w.acc1[l];
+            s.s2 += w.acc2[l];
+        }
+        s.center = w.center[j];
+        s.count = double(r.rows);
+        out[r.block * g.C + r.lane0 + j] = s;
+    }
+}
+
+// Every partial of every channel: parts[partial * C + c].
+template <class Reduction>
+std::vector<PartialSums> reduce_all(const ExecConfig& config, const Geometry& g, const Reduction& red) {
+    std::vector<PartialSums> parts(size_t(g.partials_per_channel() * g.C));
+    if (!g.rows_path && g.S <= kPiece) {
+        // Items: (piece p, group of channels), groups wide enough to stream.
+        const int64_t group = std::min(g.C, std::max<int64_t>(1, 4096 / g.S));
+        const int64_t groups = (g.C + group - 1) / group;
+        config.threads.parallel_for(g.pieces * groups, [&](int64_t begin, int64_t end) {
+            GroupScratch w(group);
+            for (int64_t item = begin; item < end; ++item) {
+                const int64_t p = item / groups, c0 = (item % groups) * group;
+                reduce_piece_group(g, red, p, c0, std::min(g.C, c0 + group), w, &parts[size_t(p * g.C + c0)], 1);
+            }
+        });
+        return parts;
+    }
     config.threads.parallel_for(g.items(), [&](int64_t begin, int64_t end) {
         if (!g.rows_path) {
             for (int64_t item = begin; item < end; ++item) {
-                double acc1[16] = {}, acc2[16] = {};
-                const double center = seg_center(item);
-                double count = 0;
-                g.for_each_segment(item, [&](int64_t off, int64_t len) {
-                    seg_kernel(off, len, center, acc1, acc2);
-                    count += double(len);
-                });
-                ItemSums& o = out[size_t((item % g.pieces) * g.C + item / g.pieces)];
-                o.sums = {fold16(acc1), fold16(acc2)};
-                o.center = center;
-                o.count = count;
+                const int64_t c = item / g.pieces, p = item % g.pieces;
+                parts[size_t(p * g.C + c)] = reduce_piece(g, red, c, p);
             }
             return;
         }
-        std::vector<double> center(size_t(g.tile)), acc1(size_t(g.tile)), acc2(size_t(g.tile));
+        RowsScratch w(g.tile);
+        for (int64_t item = begin; item < end; ++item) reduce_rows_item(g, red, item, w, parts.data());
+    });
+    return parts;
+}
+
+Moments merge_moments(const PartialSums* parts, int64_t count, int64_t step) {
+    Moments m;
+    for (int64_t p = 0; p < count; ++p) {
+        const PartialSums& s = parts[p * step];
+        m = merge(m, moments_from_shifted_sums(s.count, s.center, s.s1, s.s2));
+    }
+    return m;
+}
+
+PartialSums add_sums(const PartialSums* parts, int64_t count, int64_t step) {
+    PartialSums t;
+    for (int64_t p = 0; p < count; ++p) {
+        t.s1 += parts[p * step].s1;
+        t.s2 += parts[p * step].s2;
+    }
+    return t;
+}
+
+// Runs an element-wise kernel over channels [c0, c1) (seg path), in memory order.
+template <class SegFn>
+void elementwise_channels(const Geometry& g, const CoefArrays& coefs, int64_t c0, int64_t c1, SegFn seg) {
+    for (int64_t n = 0; n < g.N; ++n)
+        for (int64_t c = c0; c < c1; ++c) seg(Run{(n * g.C + c) * g.S, 1, g.S, g.S}, coefs.at(c));
+}
+
+// Runs an element-wise kernel over the whole tensor.
+template <class SegFn, class RowsFn>
+void elementwise_all(const ExecConfig& config, const Geometry& g, const CoefArrays& coefs, SegFn seg,
+                     RowsFn rows) {
+    if (!g.rows_path) {
+        // Runs of S in memory order; items of about kPiece values.
+        const int64_t chunks = (g.S + kPiece - 1) / kPiece, runs_per_item = std::max<int64_t>(1, kPiece / g.S);
+        const int64_t runs = g.N * g.C, items = chunks > 1 ? runs * chunks : (runs + runs_per_item - 1) / runs_per_item;
+        config.threads.parallel_for(items, [&](int64_t begin, int64_t end) {
+            for (int64_t item = begin; item < end; ++item) {
+                if (chunks > 1) {
+                    const int64_t q = item / chunks, k = item % chunks;
+                    seg(Run{q * g.S + k * kPiece, 1, std::min(kPiece, g.S - k * kPiece), g.S}, coefs.at(q % g.C));
+                    continue;
+                }
+                const int64_t q1 = std::min(runs, (item + 1) * runs_per_item);
+                for (int64_t q = item * runs_per_item; q < q1; ++q) seg(Run{q * g.S, 1, g.S, g.S}, coefs.at(q % g.C));
+            }
+        });
+        return;
+    }
+    config.threads.parallel_for(g.items(), [&](int64_t begin, int64_t end) {
         for (int64_t item = begin; item < end; ++item) {
             const Geometry::RowsItem r = g.rows_item(item);
-            std::fill(acc1.begin(), acc1.end(), 0.0);
-            std::fill(acc2.begin(), acc2.end(), 0.0);
-            for (int64_t j = 0; j < r.lanes; ++j) center[j] = rows_center(r, (r.lane0 + j) % g.C);
-            rows_kernel(r.offset, r.full_rows, r.lanes, r.stride, center.data(), acc1.data(),
-                        acc2.data());
-            if (r.tail > 0)
-                rows_kernel(r.offset + r.full_rows * r.stride, 1, r.tail, r.stride,
-                            center.data(), acc1.data(), acc2.data());
-            // Lanes holding the same channel are added in lane order.
-            const int64_t channels = g.rep > 1 ? g.C : r.lanes;
-            for (int64_t j = 0; j < channels; ++j) {
-                ChannelSums s;
-                for (int64_t l = j; l < r.lanes; l += g.C) {
-                    s.s1 += acc1[l];
-                    s.s2 += acc2[l];
-                }
-                ItemSums& o = out[size_t(r.block * g.C + r.lane0 + j)];
-                o.sums = s;
-                o.center = center[j];
-                o.count = double(r.rows);
-            }
+            const ElementwiseCoefs k = coefs.at(r.lane0);
+            rows(r.full, k);
+            if (r.tail.rows > 0) rows(r.tail, k);
         }
     });
-    return out;
-}
-
-// Batch statistics of every channel: moments[c].
-std::vector<Moments> channel_moments(const ExecConfig& config, const Geometry& g,
-                                     const BatchNormKernelTable& k, const float* src) {
-    std::vector<ItemSums> parts = reduce_items(
-        config, g,
-        [&](int64_t item) {
-            double pivot = 0;
-            bool first = true;
-            g.for_each_segment(item, [&](int64_t off, int64_t) {
-                if (first) pivot = src[off];
-                first = false;
-            });
-            return pivot;
-        },
-        [&](int64_t off, int64_t len, double pivot, double* a1, double* a2) {
-            k.stats_seg(src + off, len, pivot, a1, a2);
-        },
-        [&](const Geometry::RowsItem& r, int64_t c) { return double(src[r.row0 * g.C + c]); },
-        [&](int64_t off, int64_t rows, int64_t lanes, int64_t stride, const double* pivot,
-            double* a1, double* a2) { k.stats_rows(src + off, rows, lanes, stride, pivot, a1, a2); });
-
-    std::vector<Moments> moments(size_t(g.C));
-    const int64_t parts_per_channel = g.partials_per_channel();
-    config.threads.parallel_for(g.C, [&](int64_t begin, int64_t end) {
-        for (int64_t c = begin; c < end; ++c) {
-            Moments m;
-            for (int64_t p = 0; p < parts_per_channel; ++p) {
-                const ItemSums& s = parts[size_t(p * g.C + c)];
-                m = merge(m, moments_from_shifted_sums(s.count, s.center, s.sums.s1, s.sums.s2));
-            }
-            moments[size_t(c)] = m;
-        }
-    });
-    return moments;
-}
-
-// Per-channel sums of dy and dy * (x - mean) for the backward pass.
-std::vector<ChannelSums> channel_gradient_sums(const ExecConfig& config, const Geometry& g,
-                                               const BatchNormKernelTable& k, const float* src,
-                                               const float* diff_dst, const float* mean) {
-    std::vector<ItemSums> parts = reduce_items(
-        config, g, [&](int64_t item) { return double(mean[item / g.pieces]); },
-        [&](int64_t off, int64_t len, double mu, double* a1, double* a2) {
-            k.grad_seg(src + off, diff_dst + off, len, mu, a1, a2);
-        },
-        [&](const Geometry::RowsItem&, int64_t c) { return double(mean[c]); },
-        [&](int64_t off, int64_t rows, int64_t lanes, int64_t stride, const double* mu, double* a1,
-            double* a2) {
-            k.grad_rows(src + off, diff_dst + off, rows, lanes, stride, mu, a1, a2);
-        });
-    std::vector<ChannelSums> sums(size_t(g.C));
-    const int64_t parts_per_channel = g.partials_per_channel();
-    for (int64_t c = 0; c < g.C; ++c) {
-        ChannelSums s;
-        for (int64_t p = 0; p < parts_per_channel; ++p) {
-            s.s1 += parts[size_t(p * g.C + c)].sums.s1;
-            s.s2 += parts[size_t(p * g.C + c)].sums.s2;
-        }
-        sums[size_t(c)] = s;
-    }
-    return sums;
-}
-
-void normalize(const ExecConfig& config, const Geometry& g, const BatchNormKernelTable& k,
-               const CoefArrays& coefs, const float* src, float* dst) {
-    elementwise_pass(
-        config, g, coefs,
-        [&](int64_t off, int64_t len, const ElementwiseCoefs& e) {
-            k.normalize_seg(src + off, dst + off, len, e);
-        },
-        [&](int64_t off, int64_t rows, int64_t lanes, int64_t stride, const ElementwiseCoefs& e) {
-            k.normalize_rows(src + off, dst + off, rows, lanes, stride, e);
-        });
 }
 
 // A mean held as two floats so that (x - hi) - lo keeps the digits a single float
@@ -313,6 +377,50 @@ double blend(double running, double batch, float momentum, uint32_t flags) {
                                           : (1 - m) * running + m * batch;
 }
 
+struct TrainingArgs {
+    const BatchNormProblem& p;
+    const float *src, *scale, *shift;
+    float *dst, *running_mean, *running_var, *save_mean, *save_invstd;
+};
+
+// Channel c's statistics -> its coefficients and every per-channel output.
+void finish_training_channel(const TrainingArgs& t, int64_t c, const Moments& m, CoefArrays& coefs) {
+    double mean = m.mean, var = m.m2 / m.count;
+    if (!std::isfinite(mean) || !std::isfinite(var)) mean = var = std::numeric_limits<double>::quiet_NaN();
+    const double invstd = 1.0 / std::sqrt(var + double(t.p.epsilon));
+    split_mean(mean, &coefs.mean_hi[c], &coefs.mean_lo[c]);
+    coefs.a[c] = float((t.scale ? double(t.scale[c]) : 1.0) * invstd);
+    coefs.b[c] = t.shift ? t.shift[c] : 0.0f;
+    if (t.save_mean) t.save_mean[c] = float(mean);
+    if (t.save_invstd) t.save_invstd[c] = float(invstd);
+    if (t.running_mean) {
+        const double running_var =
+            (t.p.flags & NK_BN_BIASED_RUNNING_VAR) ? var : var * (m.count / (m.count - 1));
+        t.running_mean[c] = float(blend(t.running_mean[c], mean, t.p.momentum, t.p.flags));
+        t.running_var[c] = float(blend(t.running_var[c], running_var, t.p.momentum, t.p.flags));
+    }
+}
+
+struct BackwardArgs {
+    const BatchNormProblem& p;
+    const float *src, *diff_dst, *scale, *save_mean, *save_invstd;
+    float *diff_src, *diff_scale, *diff_shift;
+    bool global, need_sums;
+};
+
+void finish_backward_channel(const BackwardArgs& b, int64_t c, const PartialSums& s, CoefArrays& coefs) {
+    const double count = double(b.p.n) * double(b.p.s);
+    const double invstd = b.save_invstd[c];
+    coefs.mean_hi[c] = b.save_mean[c];
+    coefs.mean_lo[c] = 0.0f;
+    coefs.a[c] = float((b.scale ? double(b.scale[c]) : 1.0) * invstd);
+    if (!b.need_sums) return;
+    if (b.diff_shift) b.diff_shift[c] = float(s.s1);
+    if (b.diff_scale) b.diff_scale[c] = float(s.s2 * invstd);
+    coefs.k1[c] = float(s.s1 / count);
+    coefs.k2[c] = float(s.s2 / count * invstd * invstd);
+}
+
 } // namespace
 
 void batch_norm_forward_training(const ExecConfig& config, const BatchNormProblem& p,
@@ -321,36 +429,47 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
                                  float* save_mean, float* save_invstd) {
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
-    CoefArrays coefs(coef_lanes(g));
-    const std::vector<Moments> moments = channel_moments(config, g, k, src);
+    const TrainingArgs t{p, src, scale, shift, dst, running_mean, running_var, save_mean, save_invstd};
+    const StatsReduction red{k, src};
+    CoefArrays coefs(g.lanes());
+    auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e) {
+        k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
+    };
 
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    for (int64_t c = 0; c < p.c; ++c) {
-        const Moments& m = moments[size_t(c)];
-        double mean = m.mean, var = m.m2 / m.count;
-        if (!std::isfinite(mean) || !std::isfinite(var)) mean = var = nan;
-        const double invstd = 1.0 / std::sqrt(var + double(p.epsilon));
-        split_mean(mean, &coefs.mean_hi[c], &coefs.mean_lo[c]);
-        coefs.a[c] = float((scale ? double(scale[c]) : 1.0) * invstd);
-        coefs.b[c] = shift ? shift[c] : 0.0f;
-        if (save_mean) save_mean[c] = float(mean);
-        if (save_invstd) save_invstd[c] = float(invstd);
-        if (running_mean) {
-            const double unbiased =
-                (p.flags & NK_BN_BIASED_RUNNING_VAR) ? var : var * (m.count / (m.count - 1));
-            running_mean[c] = float(blend(running_mean[c], mean, p.momentum, p.flags));
-            running_var[c] = float(blend(running_var[c], unbiased, p.momentum, p.flags));
-        }
+    const int64_t group = fused_group(g, 1);
+    if (group > 0) {
+        // A group of channels at a time: its second read comes from cache.
+        const int64_t groups = (p.c + group - 1) / group;
+        std::vector<PartialSums> parts(size_t(g.pieces * p.c));
+        config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
+            GroupScratch w(group);
+            for (int64_t i = begin; i < end; ++i) {
+                const int64_t c0 = i * group, c1 = std::min(p.c, c0 + group);
+                for (int64_t q = 0; q < g.pieces; ++q)
+                    reduce_piece_group(g, red, q, c0, c1, w, &parts[size_t(c0 * g.pieces + q)], g.pieces);
+                for (int64_t c = c0; c < c1; ++c)
+                    finish_training_channel(t, c, merge_moments(&parts[size_t(c * g.pieces)], g.pieces, 1), coefs);
+                elementwise_channels(g, coefs, c0, c1, normalize_run);
+            }
+        });
+        return;
     }
-    coefs.repeat_channels(p.c, coef_lanes(g));
-    normalize(config, g, k, coefs, src, dst);
+
+    const std::vector<PartialSums> parts = reduce_all(config, g, red);
+    for (int64_t c = 0; c < p.c; ++c)
+        finish_training_channel(t, c, merge_moments(&parts[size_t(c)], g.partials_per_channel(), p.c), coefs);
+    coefs.repeat_channels(p.c, g.lanes());
+    elementwise_all(config, g, coefs, normalize_run, [&](const Run& r, const ElementwiseCoefs& e) {
+        k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
+    });
 }
 
 void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProblem& p,
                                   const float* src, float* dst, const float* scale,
                                   const float* shift, const float* mean, const float* variance) {
     const Geometry g(p);
-    CoefArrays coefs(coef_lanes(g));
+    const BatchNormKernelTable& k = kernels_for(config.isa);
+    CoefArrays coefs(g.lanes());
     for (int64_t c = 0; c < p.c; ++c) {
         const double invstd = 1.0 / std::sqrt(double(variance[c]) + double(p.epsilon));
         coefs.mean_hi[c] = mean[c];
@@ -358,8 +477,15 @@ void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProbl
         coefs.a[c] = float((scale ? double(scale[c]) : 1.0) * invstd);
         coefs.b[c] = shift ? shift[c] : 0.0f;
     }
-    coefs.repeat_channels(p.c, coef_lanes(g));
-    normalize(config, g, kernels_for(config.isa), coefs, src, dst);
+    coefs.repeat_channels(p.c, g.lanes());
+    elementwise_all(
+        config, g, coefs,
+        [&](const Run& r, const ElementwiseCoefs& e) {
+            k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
+        },
+        [&](const Run& r, const ElementwiseCoefs& e) {
+            k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
+        });
 }
 
 void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, const float* src,
@@ -369,47 +495,53 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
     const bool global = (p.flags & NK_BN_USE_GLOBAL_STATS) != 0;
-    const bool need_sums = diff_scale || diff_shift || (diff_src && !global);
-    CoefArrays coefs(coef_lanes(g));
-    std::vector<ChannelSums> sums;
-    if (need_sums) sums = channel_gradient_sums(config, g, k, src, diff_dst, save_mean);
+    const BackwardArgs b{p,        src,        diff_dst,   scale,  save_mean, save_invstd,
+                         diff_src, diff_scale, diff_shift, global, diff_scale || diff_shift || (diff_src && !global)};
+    const GradReduction red{k, src, diff_dst, save_mean};
+    CoefArrays coefs(g.lanes());
+    auto seg_run = [&](const Run& r, const ElementwiseCoefs& e) {
+        if (global)
+            k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
+        else
+            k.diff_src_seg(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
+    };
+    auto rows_run = [&](const Run& r, const ElementwiseCoefs& e) {
+        if (global)
+            k.scale_rows(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
+        else
+            k.diff_src_rows(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
+    };
 
-    const double count = double(p.n) * double(p.s);
-    for (int64_t c = 0; c < p.c; ++c) {
-        const double invstd = save_invstd[c];
-        const double gamma = scale ? double(scale[c]) : 1.0;
-        coefs.mean_hi[c] = save_mean[c];
-        coefs.mean_lo[c] = 0.0f;
-        coefs.a[c] = float(gamma * invstd);
-        if (need_sums) {
-            const ChannelSums& s = sums[size_t(c)];
-            if (diff_shift) diff_shift[c] = float(s.s1);
-            if (diff_scale) diff_scale[c] = float(s.s2 * invstd);
-            coefs.k1[c] = float(s.s1 / count);
-            coefs.k2[c] = float(s.s2 / count * invstd * invstd);
-        }
-    }
-    if (!diff_src) return;
-    coefs.repeat_channels(p.c, coef_lanes(g));
-    if (global) {
-        elementwise_pass(
-            config, g, coefs,
-            [&](int64_t off, int64_t len, const ElementwiseCoefs& e) {
-                k.scale_seg(diff_dst + off, diff_src + off, len, e);
-            },
-            [&](int64_t off, int64_t rows, int64_t lanes, int64_t stride, const ElementwiseCoefs& e) {
-                k.scale_rows(diff_dst + off, diff_src + off, rows, lanes, stride, e);
-            });
+    const int64_t group = fused_group(g, 2);
+    if (group > 0) {
+        // A group of channels at a time: src and diff_dst are re-read from cache.
+        const int64_t groups = (p.c + group - 1) / group;
+        std::vector<PartialSums> parts(size_t(g.pieces * p.c));
+        config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
+            GroupScratch w(group);
+            for (int64_t i = begin; i < end; ++i) {
+                const int64_t c0 = i * group, c1 = std::min(p.c, c0 + group);
+                if (b.need_sums)
+                    for (int64_t q = 0; q < g.pieces; ++q)
+                        reduce_piece_group(g, red, q, c0, c1, w, &parts[size_t(c0 * g.pieces + q)], g.pieces);
+                for (int64_t c = c0; c < c1; ++c)
+                    finish_backward_channel(
+                        b, c, b.need_sums ? add_sums(&parts[size_t(c * g.pieces)], g.pieces, 1) : PartialSums{}, coefs);
+                if (diff_src) elementwise_channels(g, coefs, c0, c1, seg_run);
+            }
+        });
         return;
     }
-    elementwise_pass(
-        config, g, coefs,
-        [&](int64_t off, int64_t len, const ElementwiseCoefs& e) {
-            k.diff_src_seg(src + off, diff_dst + off, diff_src + off, len, e);
-        },
-        [&](int64_t off, int64_t rows, int64_t lanes, int64_t stride, const ElementwiseCoefs& e) {
-            k.diff_src_rows(src + off, diff_dst + off, diff_src + off, rows, lanes, stride, e);
-        });
+
+    std::vector<PartialSums> parts;
+    if (b.need_sums) parts = reduce_all(config, g, red);
+    for (int64_t c = 0; c < p.c; ++c)
+        finish_backward_channel(b, c, b.need_sums ? add_sums(&parts[size_t(c)], g.partials_per_channel(), p.c)
+                                                  : PartialSums{},
+                                coefs);
+    if (!diff_src) return;
+    coefs.repeat_channels(p.c, g.lanes());
+    elementwise_all(config, g, coefs, seg_run, rows_run);
 }
 
 } // namespace nk

@@ -1,19 +1,23 @@
 // The per-ISA batch-norm kernels, as a table of plain function pointers.
 //
-// Two access shapes cover every layout:
-//  - "seg": one contiguous run of a single channel (channels-first rows);
-//    reductions use 16 lanes, lane = position in the run mod 16.
-//  - "rows": `rows` rows of `width` lanes, `stride` floats apart (channels-last,
-//    NC); lane = position in the row, so each lane is one channel (or one copy of a
-//    channel when short rows are packed together).
-// Reduction lanes accumulate in double, in row order, identically on every ISA.
+// Two access shapes cover every layout, both over `rows` runs `stride` floats apart:
+//  - "seg": runs of `len` values of one channel (channels-first); reductions use 16
+//    lanes, lane = position in the run mod 16; coefficients are one value each.
+//  - "rows": runs of `width` lanes (channels-last, NC); lane = position in the run,
+//    so each lane is one channel (or one copy of a channel when short rows are packed
+//    together); coefficients are per-lane arrays.
+// Reduction lanes accumulate in double, in run order, identically on every ISA.
 #pragma once
 
 #include <cstdint>
 
 namespace nk {
 
-// Coefficients of the element-wise passes, per lane (rows) or per call (seg):
+// Per-lane arrays of the rows kernels (pivots, accumulators, coefficients) hold at
+// least this many entries past `width`, so whole registers may be read and written.
+constexpr int64_t kRowsLanePadding = 64;
+
+// Coefficients of the element-wise passes:
 //   normalize: dst = ((src - mean_hi) - mean_lo) * a + b
 //   diff_src:  dx = ((dy - k1) - ((x - mean_hi) - mean_lo) * k2) * a
 //   scale:     dx = dy * a
@@ -28,25 +32,27 @@ struct ElementwiseCoefs {
 
 struct BatchNormKernelTable {
     // acc1 += x - pivot, acc2 += (x - pivot)^2 (16 lanes).
-    void (*stats_seg)(const float* x, int64_t len, double pivot, double* acc1, double* acc2);
-    // Per lane j < width: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
+    void (*stats_seg)(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
+                      double* acc1, double* acc2);
+    // Per lane j: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
     void (*stats_rows)(const float* x, int64_t rows, int64_t width, int64_t stride,
-                       const double* pivot, double* acc1, double* acc2);
+                       const float* pivot, double* acc1, double* acc2);
     // acc1 += dy, acc2 += dy * (x - mean) (16 lanes).
-    void (*grad_seg)(const float* x, const float* dy, int64_t len, double mean, double* acc1,
-                     double* acc2);
+    void (*grad_seg)(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
+                     float mean, double* acc1, double* acc2);
     void (*grad_rows)(const float* x, const float* dy, int64_t rows, int64_t width,
-                      int64_t stride, const double* mean, double* acc1, double* acc2);
+                      int64_t stride, const float* mean, double* acc1, double* acc2);
 
-    // Element-wise passes. seg: coefficient pointers address one value each.
-    void (*normalize_seg)(const float* x, float* y, int64_t len, const ElementwiseCoefs& k);
+    void (*normalize_seg)(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
+                          const ElementwiseCoefs& k);
     void (*normalize_rows)(const float* x, float* y, int64_t rows, int64_t width,
                            int64_t stride, const ElementwiseCoefs& k);
-    void (*diff_src_seg)(const float* x, const float* dy, float* dx, int64_t len,
-                         const ElementwiseCoefs& k);
+    void (*diff_src_seg)(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
+                         int64_t stride, const ElementwiseCoefs& k);
     void (*diff_src_rows)(const float* x, const float* dy, float* dx, int64_t rows,
                           int64_t width, int64_t stride, const ElementwiseCoefs& k);
-    void (*scale_seg)(const float* dy, float* dx, int64_t len, const ElementwiseCoefs& k);
+    void (*scale_seg)(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
+                      const ElementwiseCoefs& k);
     void (*scale_rows)(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                        const ElementwiseCoefs& k);
 };

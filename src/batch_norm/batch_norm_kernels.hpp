@@ -1,14 +1,17 @@
 // Batch-norm kernels, templated on an Ops type (src/core/simd.hpp). Each ISA
 // translation unit (batch_norm_<isa>.cpp) instantiates them once with its own flags.
 //
-// Reductions: 16 double lanes per seg call, `width` lanes per rows call. A lane sees
-// its values in memory order; vector width only decides how many lanes move at once,
-// so every ISA produces identical sums. Element-wise passes are exact IEEE float
-// operations in a fixed order, also identical across ISAs.
+// Reductions: 16 double lanes per seg call, one lane per position for rows calls. A
+// lane sees its values in memory order, and lanes past the data add exactly 0, so the
+// vector width only decides how many lanes move at once: every ISA produces the same
+// sums. Element-wise passes are IEEE float operations in a fixed order, also
+// identical across ISAs.
 #pragma once
 
 #include "batch_norm/batch_norm_kernel_table.hpp"
 #include "core/simd.hpp"
+
+#include <type_traits>
 
 namespace nk {
 
@@ -16,126 +19,193 @@ template <class Ops>
 struct BatchNormKernels {
     using f32 = typename Ops::f32;
     using f64 = typename Ops::f64;
-    static constexpr std::size_t kF32 = Ops::kF32;
-    static constexpr std::size_t kF64 = Ops::kF64;
-    static constexpr int kLanes = 16;                  // canonical seg lanes
-    static constexpr int kD = kLanes / int(kF64);      // double registers per 16 lanes
+    static constexpr int64_t kF32 = int64_t(Ops::kF32);
+    static constexpr int64_t kF64 = int64_t(Ops::kF64);
+    static constexpr int64_t kLanes = 16;          // canonical seg lanes
+    static constexpr int kD = int(kLanes / kF64);  // double registers per 16 lanes
+    static constexpr int kTileF32 = 4;             // float registers per rows-reduction tile
+    static constexpr int64_t kTile = kTileF32 * kF32;
+    static constexpr int kTileD = int(kTile / kF64);
+    static_assert(kRowsLanePadding % kTile == 0, "lane arrays are padded to whole tiles");
 
-    // 16 floats at p as doubles, lane order preserved.
-    static void load16(const float* p, f64* v) {
-        if constexpr (kF32 == kF64) {
-            for (int m = 0; m < kD; ++m) v[m] = f64(p[m]);
-        } else {
-            for (int j = 0; j < kLanes / int(kF32); ++j)
-                Ops::widen(Ops::load(p + j * kF32), v[2 * j], v[2 * j + 1]);
+    using Full = std::true_type;
+    using Part = std::false_type;
+
+    // kF32 floats at p, or the first n of them and zeros after.
+    template <class IsFull>
+    static f32 load(IsFull, const float* p, int64_t n) {
+        if constexpr (IsFull::value)
+            return Ops::load(p);
+        else
+            return Ops::load_n(p, n, Ops::splat(0.0f));
+    }
+    template <class IsFull>
+    static void store(IsFull, float* p, f32 v, int64_t n) {
+        if constexpr (IsFull::value)
+            Ops::store(p, v);
+        else
+            Ops::store_n(p, v, n);
+    }
+
+    // `count` float registers from p as doubles (lane order kept): valid lanes [0, n),
+    // the others taken from fill(j), the j-th register's fill values.
+    template <int count, class Fill>
+    static void load_widen(const float* p, int64_t n, Fill&& fill, f64* v) {
+        for (int j = 0; j < count; ++j) {
+            const int64_t valid = n - j * kF32;
+            const f32 x = valid >= kF32 ? Ops::load(p + j * kF32)
+                          : valid > 0   ? Ops::load_n(p + j * kF32, valid, fill(j))
+                                        : fill(j);
+            if constexpr (kF32 == kF64)
+                v[j] = f64(x);
+            else
+                Ops::widen(x, v[2 * j], v[2 * j + 1]);
         }
     }
 
-    static void stats_seg(const float* x, int64_t len, double pivot, double* acc1, double* acc2) {
+    // Calls body(Full, i, kF32) for each whole register of a run of len floats and
+    // body(Part, i, n) for the tail.
+    template <class Body>
+    static void for_registers(int64_t len, Body&& body) {
+        int64_t i = 0;
+        for (; i + kF32 <= len; i += kF32) body(Full{}, i, kF32);
+        if (i < len) body(Part{}, i, len - i);
+    }
+
+    // Short runs far apart (channels-first, small S) defeat the hardware prefetcher:
+    // ask for the run kAhead rows on. Long runs stream well on their own.
+    static constexpr int64_t kAhead = 4;
+    static void prefetch_run(const float* p, int64_t r, int64_t rows, int64_t len, int64_t stride) {
+        if (len > 1024 || r + kAhead >= rows) return;
+        const char* q = reinterpret_cast<const char*>(p + (r + kAhead) * stride);
+        for (int64_t b = 0; b < len * int64_t(sizeof(float)); b += 64) __builtin_prefetch(q + b);
+    }
+
+    // ---- reductions ----
+
+    // Per run r: 16 lanes, lane = position mod 16. acc1 += x - pivot, acc2 += (x - pivot)^2.
+    static void stats_seg(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
+                          double* acc1, double* acc2) {
         f64 s1[kD], s2[kD];
         for (int m = 0; m < kD; ++m) {
             s1[m] = Ops::loadd(acc1 + m * kF64);
             s2[m] = Ops::loadd(acc2 + m * kF64);
         }
         const f64 p = Ops::splatd(pivot);
-        int64_t i = 0;
-        for (; i + kLanes <= len; i += kLanes) {
-            f64 v[kD];
-            load16(x + i, v);
-            for (int m = 0; m < kD; ++m) {
-                f64 d = v[m] - p;
-                s1[m] = s1[m] + d;
-                s2[m] = s2[m] + d * d;
+        const f32 fill = Ops::splat(pivot); // lanes past the data: x - pivot = 0
+        auto fill_of = [&](int) { return fill; };
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * stride;
+            prefetch_run(x, r, rows, len, stride);
+            for (int64_t i = 0; i < len; i += kLanes) {
+                f64 v[kD];
+                load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_of, v);
+                for (int m = 0; m < kD; ++m) {
+                    const f64 d = v[m] - p;
+                    s1[m] = s1[m] + d;
+                    s2[m] = s2[m] + d * d;
+                }
             }
         }
         for (int m = 0; m < kD; ++m) {
             Ops::stored(acc1 + m * kF64, s1[m]);
             Ops::stored(acc2 + m * kF64, s2[m]);
         }
-        for (int k = 0; i < len; ++i, ++k) {
-            double d = double(x[i]) - pivot;
-            acc1[k] += d;
-            acc2[k] += d * d;
-        }
     }
 
-    static void stats_rows(const float* x, int64_t rows, int64_t width, int64_t stride,
-                           const double* pivot, double* acc1, double* acc2) {
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            int64_t j = 0;
-            for (; j + kLanes <= width; j += kLanes) {
-                f64 v[kD];
-                load16(xr + j, v);
-                for (int m = 0; m < kD; ++m) {
-                    const int64_t o = j + m * int64_t(kF64);
-                    f64 d = v[m] - Ops::loadd(pivot + o);
-                    Ops::stored(acc1 + o, Ops::loadd(acc1 + o) + d);
-                    Ops::stored(acc2 + o, Ops::loadd(acc2 + o) + d * d);
-                }
-            }
-            for (; j < width; ++j) {
-                double d = double(xr[j]) - pivot[j];
-                acc1[j] += d;
-                acc2[j] += d * d;
-            }
-        }
-    }
-
-    static void grad_seg(const float* x, const float* dy, int64_t len, double mean, double* acc1,
-                         double* acc2) {
+    // acc1 += dy, acc2 += dy * (x - mean), 16 lanes per run as in stats_seg.
+    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
+                         float mean, double* acc1, double* acc2) {
         f64 s1[kD], s2[kD];
         for (int m = 0; m < kD; ++m) {
             s1[m] = Ops::loadd(acc1 + m * kF64);
             s2[m] = Ops::loadd(acc2 + m * kF64);
         }
         const f64 mu = Ops::splatd(mean);
-        int64_t i = 0;
-        for (; i + kLanes <= len; i += kLanes) {
-            f64 v[kD], g[kD];
-            load16(x + i, v);
-            load16(dy + i, g);
-            for (int m = 0; m < kD; ++m) {
-                s1[m] = s1[m] + g[m];
-                s2[m] = s2[m] + g[m] * (v[m] - mu);
+        const f32 fill = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
+        auto fill_x = [&](int) { return fill; };
+        auto fill_dy = [&](int) { return zero; };
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * stride;
+            const float* gr = dy + r * stride;
+            prefetch_run(x, r, rows, len, stride);
+            prefetch_run(dy, r, rows, len, stride);
+            for (int64_t i = 0; i < len; i += kLanes) {
+                f64 v[kD], g[kD];
+                load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_x, v);
+                load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
+                for (int m = 0; m < kD; ++m) {
+                    s1[m] = s1[m] + g[m];
+                    s2[m] = s2[m] + g[m] * (v[m] - mu);
+                }
             }
         }
         for (int m = 0; m < kD; ++m) {
             Ops::stored(acc1 + m * kF64, s1[m]);
             Ops::stored(acc2 + m * kF64, s2[m]);
         }
-        for (int k = 0; i < len; ++i, ++k) {
-            double g = dy[i];
-            acc1[k] += g;
-            acc2[k] += g * (double(x[i]) - mean);
+    }
+
+    // Per lane j < width: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
+    // Lane arrays are padded to whole tiles; lanes past width read their own pivot and add 0.
+    static void stats_rows(const float* x, int64_t rows, int64_t width, int64_t stride,
+                           const float* pivot, double* acc1, double* acc2) {
+        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
+            const int64_t n = width - j0;
+            f64 s1[kTileD], s2[kTileD], p[kTileD];
+            for (int m = 0; m < kTileD; ++m) {
+                s1[m] = Ops::loadd(acc1 + j0 + m * kF64);
+                s2[m] = Ops::loadd(acc2 + j0 + m * kF64);
+            }
+            auto fill = [&](int j) { return Ops::load(pivot + j0 + j * kF32); };
+            load_widen<kTileF32>(pivot + j0, kTile, fill, p);
+            for (int64_t r = 0; r < rows; ++r) {
+                f64 v[kTileD];
+                load_widen<kTileF32>(x + r * stride + j0, n, fill, v);
+                for (int m = 0; m < kTileD; ++m) {
+                    const f64 d = v[m] - p[m];
+                    s1[m] = s1[m] + d;
+                    s2[m] = s2[m] + d * d;
+                }
+            }
+            for (int m = 0; m < kTileD; ++m) {
+                Ops::stored(acc1 + j0 + m * kF64, s1[m]);
+                Ops::stored(acc2 + j0 + m * kF64, s2[m]);
+            }
         }
     }
 
     static void grad_rows(const float* x, const float* dy, int64_t rows, int64_t width,
-                          int64_t stride, const double* mean, double* acc1, double* acc2) {
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
-            int64_t j = 0;
-            for (; j + kLanes <= width; j += kLanes) {
-                f64 v[kD], g[kD];
-                load16(xr + j, v);
-                load16(gr + j, g);
-                for (int m = 0; m < kD; ++m) {
-                    const int64_t o = j + m * int64_t(kF64);
-                    Ops::stored(acc1 + o, Ops::loadd(acc1 + o) + g[m]);
-                    Ops::stored(acc2 + o, Ops::loadd(acc2 + o) + g[m] * (v[m] - Ops::loadd(mean + o)));
+                          int64_t stride, const float* mean, double* acc1, double* acc2) {
+        const f32 zero = Ops::splat(0.0f);
+        auto fill_dy = [&](int) { return zero; };
+        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
+            const int64_t n = width - j0;
+            f64 s1[kTileD], s2[kTileD], mu[kTileD];
+            for (int m = 0; m < kTileD; ++m) {
+                s1[m] = Ops::loadd(acc1 + j0 + m * kF64);
+                s2[m] = Ops::loadd(acc2 + j0 + m * kF64);
+            }
+            // Past the data: dy = 0 and x = mean, so the lane adds exactly 0.
+            auto fill_x = [&](int j) { return Ops::load(mean + j0 + j * kF32); };
+            load_widen<kTileF32>(mean + j0, kTile, fill_x, mu);
+            for (int64_t r = 0; r < rows; ++r) {
+                f64 v[kTileD], g[kTileD];
+                load_widen<kTileF32>(x + r * stride + j0, n, fill_x, v);
+                load_widen<kTileF32>(dy + r * stride + j0, n, fill_dy, g);
+                for (int m = 0; m < kTileD; ++m) {
+                    s1[m] = s1[m] + g[m];
+                    s2[m] = s2[m] + g[m] * (v[m] - mu[m]);
                 }
             }
-            for (; j < width; ++j) {
-                double g = gr[j];
-                acc1[j] += g;
-                acc2[j] += g * (double(xr[j]) - mean[j]);
+            for (int m = 0; m < kTileD; ++m) {
+                Ops::stored(acc1 + j0 + m * kF64, s1[m]);
+                Ops::stored(acc2 + j0 + m * kF64, s2[m]);
             }
         }
     }
 
-    // ---- element-wise passes: one formula each, shared by vector body and tail ----
+    // ---- element-wise passes: one formula each ----
 
     template <class T>
     static T normalize1(T x, T mh, T ml, T a, T b) {
@@ -146,75 +216,104 @@ struct BatchNormKernels {
         return ((dy - k1) - ((x - mh) - ml) * k2) * a;
     }
 
-    static void normalize_seg(const float* x, float* y, int64_t len, const ElementwiseCoefs& k) {
-        const float mh = *k.mean_hi, ml = *k.mean_lo, a = *k.a, b = *k.b;
-        const f32 vmh = Ops::splat(mh), vml = Ops::splat(ml), va = Ops::splat(a), vb = Ops::splat(b);
-        int64_t i = 0;
-        for (; i + int64_t(kF32) <= len; i += kF32)
-            Ops::store(y + i, normalize1(Ops::load(x + i), vmh, vml, va, vb));
-        for (; i < len; ++i) y[i] = normalize1(x[i], mh, ml, a, b);
-    }
-
-    static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width,
-                               int64_t stride, const ElementwiseCoefs& k) {
+    // Seg: one channel, scalar coefficients. Rows: per-lane coefficient arrays (padded,
+    // so whole registers may be read).
+    static void normalize_seg(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
+                              const ElementwiseCoefs& k) {
+        const f32 mh = Ops::splat(*k.mean_hi), ml = Ops::splat(*k.mean_lo), a = Ops::splat(*k.a),
+                  b = Ops::splat(*k.b);
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
-            int64_t j = 0;
-            for (; j + int64_t(kF32) <= width; j += kF32)
-                Ops::store(yr + j, normalize1(Ops::load(xr + j), Ops::load(k.mean_hi + j),
-                                              Ops::load(k.mean_lo + j), Ops::load(k.a + j),
-                                              Ops::load(k.b + j)));
-            for (; j < width; ++j)
-                yr[j] = normalize1(xr[j], k.mean_hi[j], k.mean_lo[j], k.a[j], k.b[j]);
+            prefetch_run(x, r, rows, len, stride);
+            for_registers(len, [&](auto full, int64_t i, int64_t n) {
+                store(full, yr + i, normalize1(load(full, xr + i, n), mh, ml, a, b), n);
+            });
         }
     }
 
-    static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t len,
-                             const ElementwiseCoefs& k) {
-        const float mh = *k.mean_hi, ml = *k.mean_lo, k1 = *k.k1, k2 = *k.k2, a = *k.a;
-        const f32 vmh = Ops::splat(mh), vml = Ops::splat(ml), vk1 = Ops::splat(k1),
-                  vk2 = Ops::splat(k2), va = Ops::splat(a);
-        int64_t i = 0;
-        for (; i + int64_t(kF32) <= len; i += kF32)
-            Ops::store(dx + i, diff_src1(Ops::load(x + i), Ops::load(dy + i), vmh, vml, vk1, vk2, va));
-        for (; i < len; ++i) dx[i] = diff_src1(x[i], dy[i], mh, ml, k1, k2, a);
+    // Lanes in tiles of kTileF32 registers, coefficients held in registers over all rows.
+    static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
+                               const ElementwiseCoefs& k) {
+        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
+            f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
+            for (int j = 0; j < kTileF32; ++j) {
+                mh[j] = Ops::load(k.mean_hi + j0 + j * kF32);
+                ml[j] = Ops::load(k.mean_lo + j0 + j * kF32);
+                a[j] = Ops::load(k.a + j0 + j * kF32);
+                b[j] = Ops::load(k.b + j0 + j * kF32);
+            }
+            const int64_t n = width - j0;
+            for (int64_t r = 0; r < rows; ++r) {
+                const float* xr = x + r * stride + j0;
+                float* yr = y + r * stride + j0;
+                for (int j = 0; j < kTileF32; ++j) {
+                    const int64_t valid = n - j * kF32;
+                    if (valid >= kF32)
+                        Ops::store(yr + j * kF32, normalize1(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]));
+                    else if (valid > 0)
+                        Ops::store_n(yr + j * kF32,
+                                     normalize1(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]),
+                                     valid);
+                }
+            }
+        }
     }
 
-    static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows,
-                              int64_t width, int64_t stride, const ElementwiseCoefs& k) {
+    static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
+                             int64_t stride, const ElementwiseCoefs& k) {
+        const f32 mh = Ops::splat(*k.mean_hi), ml = Ops::splat(*k.mean_lo), k1 = Ops::splat(*k.k1),
+                  k2 = Ops::splat(*k.k2), a = Ops::splat(*k.a);
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
-            int64_t j = 0;
-            for (; j + int64_t(kF32) <= width; j += kF32)
-                Ops::store(dr + j, diff_src1(Ops::load(xr + j), Ops::load(gr + j),
-                                             Ops::load(k.mean_hi + j), Ops::load(k.mean_lo + j),
-                                             Ops::load(k.k1 + j), Ops::load(k.k2 + j),
-                                             Ops::load(k.a + j)));
-            for (; j < width; ++j)
-                dr[j] = diff_src1(xr[j], gr[j], k.mean_hi[j], k.mean_lo[j], k.k1[j], k.k2[j], k.a[j]);
+            prefetch_run(x, r, rows, len, stride);
+            prefetch_run(dy, r, rows, len, stride);
+            for_registers(len, [&](auto full, int64_t i, int64_t n) {
+                const f32 v = diff_src1(load(full, xr + i, n), load(full, gr + i, n), mh, ml,
+                                        k1, k2, a);
+                store(full, dr + i, v, n);
+            });
         }
     }
 
-    static void scale_seg(const float* dy, float* dx, int64_t len, const ElementwiseCoefs& k) {
-        const float a = *k.a;
-        const f32 va = Ops::splat(a);
-        int64_t i = 0;
-        for (; i + int64_t(kF32) <= len; i += kF32) Ops::store(dx + i, Ops::load(dy + i) * va);
-        for (; i < len; ++i) dx[i] = dy[i] * a;
+    static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
+                              int64_t stride, const ElementwiseCoefs& k) {
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * stride;
+            const float* gr = dy + r * stride;
+            float* dr = dx + r * stride;
+            for_registers(width, [&](auto full, int64_t i, int64_t n) {
+                const f32 v = diff_src1(load(full, xr + i, n), load(full, gr + i, n),
+                                        Ops::load(k.mean_hi + i), Ops::load(k.mean_lo + i),
+                                        Ops::load(k.k1 + i), Ops::load(k.k2 + i), Ops::load(k.a + i));
+                store(full, dr + i, v, n);
+            });
+        }
     }
 
-    static void scale_rows(const float* dy, float* dx, int64_t rows, int64_t width,
-                           int64_t stride, const ElementwiseCoefs& k) {
+    static void scale_seg(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
+                          const ElementwiseCoefs& k) {
+        const f32 a = Ops::splat(*k.a);
         for (int64_t r = 0; r < rows; ++r) {
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
-            int64_t j = 0;
-            for (; j + int64_t(kF32) <= width; j += kF32)
-                Ops::store(dr + j, Ops::load(gr + j) * Ops::load(k.a + j));
-            for (; j < width; ++j) dr[j] = gr[j] * k.a[j];
+            prefetch_run(dy, r, rows, len, stride);
+            for_registers(len, [&](auto full, int64_t i, int64_t n) {
+                store(full, dr + i, load(full, gr + i, n) * a, n);
+            });
+        }
+    }
+
+    static void scale_rows(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
+                           const ElementwiseCoefs& k) {
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* gr = dy + r * stride;
+            float* dr = dx + r * stride;
+            for_registers(width, [&](auto full, int64_t i, int64_t n) {
+                store(full, dr + i, load(full, gr + i, n) * Ops::load(k.a + i), n);
+            });
         }
     }
 
@@ -223,9 +322,8 @@ struct BatchNormKernels {
 
 template <class Ops>
 const BatchNormKernelTable BatchNormKernels<Ops>::table = {
-    &stats_seg,     &stats_rows,     &grad_seg,      &grad_rows, &normalize_seg,
+    &stats_seg,      &stats_rows,   &grad_seg,      &grad_rows, &normalize_seg,
     &normalize_rows, &diff_src_seg, &diff_src_rows, &scale_seg, &scale_rows,
 };
-
 
 } // namespace nk

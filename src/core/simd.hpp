@@ -29,6 +29,9 @@ struct ScalarOps {
     static void stored(double* p, f64 v) { *p = v; }
     static f64 splatd(double v) { return v; }
     static void widen(f32 v, f64& lo, f64& /*hi*/) { lo = v; }
+    // Never called: a one-lane register has no partial loads.
+    static f32 load_n(const float* p, int64_t, f32) { return *p; }
+    static void store_n(float* p, f32 v, int64_t) { *p = v; }
 };
 
 #if defined(NK_SIMD_XSIMD)
@@ -45,7 +48,40 @@ static inline void widen_f32(xsimd::fma3<xsimd::avx2>, __m256 v, __m256d& lo, __
     hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
 }
 #endif
+#if defined(__AVX512F__)
+// Lanes [0, n) from p, the others from `fill`; n < 16. Reads and writes only lanes < n.
+static inline __m512 load_n_f32(xsimd::avx512bw, const float* p, int64_t n, __m512 fill) {
+    return _mm512_mask_loadu_ps(fill, __mmask16((1u << n) - 1), p);
+}
+static inline void store_n_f32(xsimd::avx512bw, float* p, __m512 v, int64_t n) {
+    _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), v);
+}
+#endif
+#if defined(__AVX2__)
+static inline __m256i lane_mask_avx2(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256 load_n_f32(xsimd::fma3<xsimd::avx2>, const float* p, int64_t n, __m256 fill) {
+    const __m256i m = lane_mask_avx2(n);
+    return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+static inline void store_n_f32(xsimd::fma3<xsimd::avx2>, float* p, __m256 v, int64_t n) {
+    _mm256_maskstore_ps(p, lane_mask_avx2(n), v);
+}
+#endif
 #if defined(__SSE4_2__)
+// SSE has no masked moves that are fast; go through a small buffer.
+static inline __m128 load_n_f32(xsimd::sse4_2, const float* p, int64_t n, __m128 fill) {
+    alignas(16) float t[4];
+    _mm_store_ps(t, fill);
+    for (int64_t i = 0; i < n; ++i) t[i] = p[i];
+    return _mm_load_ps(t);
+}
+static inline void store_n_f32(xsimd::sse4_2, float* p, __m128 v, int64_t n) {
+    alignas(16) float t[4];
+    _mm_store_ps(t, v);
+    for (int64_t i = 0; i < n; ++i) p[i] = t[i];
+}
 static inline void widen_f32(xsimd::sse4_2, __m128 v, __m128d& lo, __m128d& hi) {
     lo = _mm_cvtps_pd(v);
     hi = _mm_cvtps_pd(_mm_movehl_ps(v, v));
@@ -71,6 +107,8 @@ struct XsimdOps {
         lo = l;
         hi = h;
     }
+    static f32 load_n(const float* p, int64_t n, f32 fill) { return load_n_f32(Arch{}, p, n, fill); }
+    static void store_n(float* p, f32 v, int64_t n) { store_n_f32(Arch{}, p, v, n); }
 };
 
 #endif // NK_SIMD_XSIMD
