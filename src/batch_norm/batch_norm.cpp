@@ -364,6 +364,28 @@ void elementwise_all(const ExecConfig& config, const Geometry& g, const CoefArra
     });
 }
 
+// Channels-first schedule that keeps data in cache: each task takes a group of channels
+// through the reduction of all its pieces (when `red` is given), finish(c, parts of c)
+// for each channel, then the element-wise pass (when `seg` is given). Pieces and their
+// merge order are those of reduce_all: only the schedule differs.
+template <class Reduction, class Finish, class SegFn>
+void fused_groups(const ExecConfig& config, const Geometry& g, int64_t group, const Reduction* red,
+                  Finish finish, const CoefArrays& coefs, const SegFn* seg) {
+    const int64_t groups = (g.C + group - 1) / group;
+    std::vector<PartialSums> parts(size_t(g.pieces * g.C));
+    config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
+        GroupScratch w(group);
+        for (int64_t i = begin; i < end; ++i) {
+            const int64_t c0 = i * group, c1 = std::min(g.C, c0 + group);
+            if (red)
+                for (int64_t q = 0; q < g.pieces; ++q)
+                    reduce_piece_group(g, *red, q, c0, c1, w, &parts[size_t(c0 * g.pieces + q)], g.pieces);
+            for (int64_t c = c0; c < c1; ++c) finish(c, &parts[size_t(c * g.pieces)]);
+            if (seg) elementwise_channels(g, coefs, c0, c1, *seg);
+        }
+    });
+}
+
 // A mean held as two floats so that (x - hi) - lo keeps the digits a single float
 // mean would lose on data with a large common offset.
 void split_mean(double mean, float* hi, float* lo) {
@@ -436,22 +458,13 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
         k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
     };
 
-    const int64_t group = fused_group(g, 1);
-    if (group > 0) {
-        // A group of channels at a time: its second read comes from cache.
-        const int64_t groups = (p.c + group - 1) / group;
-        std::vector<PartialSums> parts(size_t(g.pieces * p.c));
-        config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
-            GroupScratch w(group);
-            for (int64_t i = begin; i < end; ++i) {
-                const int64_t c0 = i * group, c1 = std::min(p.c, c0 + group);
-                for (int64_t q = 0; q < g.pieces; ++q)
-                    reduce_piece_group(g, red, q, c0, c1, w, &parts[size_t(c0 * g.pieces + q)], g.pieces);
-                for (int64_t c = c0; c < c1; ++c)
-                    finish_training_channel(t, c, merge_moments(&parts[size_t(c * g.pieces)], g.pieces, 1), coefs);
-                elementwise_channels(g, coefs, c0, c1, normalize_run);
-            }
-        });
+    if (const int64_t group = fused_group(g, 1)) {
+        fused_groups(
+            config, g, group, &red,
+            [&](int64_t c, const PartialSums* parts) {
+                finish_training_channel(t, c, merge_moments(parts, g.pieces, 1), coefs);
+            },
+            coefs, &normalize_run);
         return;
     }
 
@@ -512,24 +525,13 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
             k.diff_src_rows(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
     };
 
-    const int64_t group = fused_group(g, 2);
-    if (group > 0) {
-        // A group of channels at a time: src and diff_dst are re-read from cache.
-        const int64_t groups = (p.c + group - 1) / group;
-        std::vector<PartialSums> parts(size_t(g.pieces * p.c));
-        config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
-            GroupScratch w(group);
-            for (int64_t i = begin; i < end; ++i) {
-                const int64_t c0 = i * group, c1 = std::min(p.c, c0 + group);
-                if (b.need_sums)
-                    for (int64_t q = 0; q < g.pieces; ++q)
-                        reduce_piece_group(g, red, q, c0, c1, w, &parts[size_t(c0 * g.pieces + q)], g.pieces);
-                for (int64_t c = c0; c < c1; ++c)
-                    finish_backward_channel(
-                        b, c, b.need_sums ? add_sums(&parts[size_t(c * g.pieces)], g.pieces, 1) : PartialSums{}, coefs);
-                if (diff_src) elementwise_channels(g, coefs, c0, c1, seg_run);
-            }
-        });
+    if (const int64_t group = fused_group(g, 2)) {
+        fused_groups(
+            config, g, group, b.need_sums ? &red : nullptr,
+            [&](int64_t c, const PartialSums* parts) {
+                finish_backward_channel(b, c, b.need_sums ? add_sums(parts, g.pieces, 1) : PartialSums{}, coefs);
+            },
+            coefs, diff_src ? &seg_run : nullptr);
         return;
     }
 
