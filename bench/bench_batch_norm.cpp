@@ -1,0 +1,340 @@
+/*
+ * normkit_bench: batch-normalization throughput of normkit, measured against a roofline
+ * and against oneDNN in the same process, on the same buffers.
+ *
+ * Cases. The 8 shapes of design/ANCHORS.md x 2 layouts (NK_LAYOUT_NCS "nchw",
+ * NK_LAYOUT_NSC "nhwc") x 3 modes (training forward, inference forward, backward)
+ * x 2 thread counts (1 and std::thread::hardware_concurrency()): 96 cases, fp32.
+ *
+ * Implementations. Every case is registered three times, next to each other, so the
+ * three run back to back and share whatever noise the machine has at that moment:
+ *   bn/<mode>/<shape>/<layout>/t:<threads>/normkit   normkit's C API; an nk_context capped
+ *       at <threads> threads. Training forward updates running statistics and saves
+ *       mean/invstd; backward computes diff_src, diff_scale and diff_shift.
+ *   .../roofline  the speed no batch norm can beat: a plain streaming kernel with the
+ *       minimum traffic of the mode (forward dst = a*src + b, backward z = a*x + y) on the
+ *       same buffers, one contiguous chunk per thread in a oneTBB arena of <threads>
+ *       threads, loops compiled -O3 -march=native.
+ *   .../onednn    oneDNN's batch_normalization primitive (use_scale | use_shift;
+ *       inference adds use_global_stats; backward is prop_kind::backward), plain
+ *       nchw / nhwc memory (nc for N x C shapes), OpenMP capped at <threads> threads.
+ *       Only when oneDNN was found at configure time (NKBENCH_HAVE_ONEDNN).
+ * The buffers are allocated and filled once for the largest case, so no implementation
+ * pays for page faults the others do not; inputs are never written. They are reused call
+ * after call, so a case whose tensors fit in the last-level cache runs from that cache for
+ * all three implementations, and its roofline is the cache's bandwidth, not DRAM's.
+ *
+ * Measure. Wall-clock time (UseRealTime: the work runs on pool threads), one untimed call
+ * before the first run of each benchmark, min time 0.05 s per repetition unless
+ * --benchmark_min_time says otherwise.
+ * Counters: "GB/s" = minimum traffic (forward 8 bytes/element, backward 12) per second;
+ * "bytes" = that traffic per call; "others_cpu" = the share of the CPUs other processes
+ * took during the timed loop (the machine is shared, and a 2-thread OpenMP run whose
+ * partner thread is descheduled slows down tenfold).
+ *
+ * Ratios. They come afterwards, from the medians of one run (--benchmark_repetitions=5):
+ * normkit_bench_summary reads the JSON and prints
+ *   roofline  = roofline time / normkit time   (the fraction of the roofline's speed)
+ *   x_onednn  = oneDNN time / normkit time     (> 1: normkit is faster)
+ * per case, their geometric means per mode, and the cases that miss the targets.
+ * run_report.sh runs both.
+ */
+#include "bench_cases.hpp"
+#include "machine_load.hpp"
+#include "roofline.hpp"
+#if NKBENCH_HAVE_ONEDNN
+#include "onednn_batch_norm.hpp"
+#endif
+
+#include <normkit/normkit.h>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace nkbench {
+namespace {
+
+struct FreeDeleter {
+    void operator()(float* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<float[], FreeDeleter>;
+
+// 2 MiB-aligned, so transparent huge pages can back the big tensors.
+Buffer allocate(int64_t count) {
+    const size_t align = size_t(2) << 20;
+    const size_t bytes = (size_t(count) * sizeof(float) + align - 1) / align * align;
+    auto* p = static_cast<float*>(std::aligned_alloc(align, bytes));
+    if (p == nullptr) {
+        std::fprintf(stderr, "normkit_bench: out of memory for %zu bytes\n", bytes);
+        std::exit(1);
+    }
+    return Buffer(p);
+}
+
+// Deterministic values in [-2, 2): the kernels' speed does not depend on them.
+void fill(float* dst, int64_t count, uint64_t seed) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < count; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        dst[i] = float(x >> 40) * (4.0f / 16777216.0f) - 2.0f;
+    }
+}
+
+// The buffers of every case, sized for the largest one, written (so faulted in) once.
+class Workspace {
+public:
+    Workspace() {
+        int64_t elements = 0, channels = 0;
+        for (const Shape& s : kShapes) {
+            elements = std::max(elements, s.elements());
+            channels = std::max(channels, s.c);
+        }
+        src_ = allocate(elements);
+        diff_dst_ = allocate(elements);
+        dst_ = allocate(elements);
+        fill(src_.get(), elements, 1);
+        fill(diff_dst_.get(), elements, 2);
+        fill(dst_.get(), elements, 3);
+        channel_.assign(size_t(kChannelArrays) * size_t(channels), 0.0f);
+        float* a = channel_.data();
+        auto next = [&] {
+            float* p = a;
+            a += channels;
+            return p;
+        };
+        float *scale = next(), *shift = next(), *mean = next(), *variance = next(), *invstd = next();
+        for (int64_t c = 0; c < channels; ++c) {
+            scale[c] = 1.0f + 0.01f * float(c % 7);
+            shift[c] = 0.01f * float(c % 5);
+            mean[c] = 0.0f; // the inputs are uniform in [-2, 2): mean 0, variance 4/3
+            variance[c] = 4.0f / 3.0f;
+            invstd[c] = 1.0f / std::sqrt(variance[c] + kEpsilon);
+        }
+        tensors_ = Tensors{src_.get(), diff_dst_.get(), dst_.get(), scale, shift, mean, variance, invstd,
+                           next(), next(), next(), next(), next(), next()};
+        for (int64_t c = 0; c < channels; ++c) tensors_.running_var[c] = 1.0f;
+    }
+    const Tensors& tensors() const { return tensors_; }
+
+private:
+    static constexpr int kChannelArrays = 11;
+    Buffer src_, diff_dst_, dst_;
+    std::vector<float> channel_;
+    Tensors tensors_{};
+};
+
+Workspace& workspace() {
+    static Workspace w; // first use, so --benchmark_list_tests allocates nothing
+    return w;
+}
+
+template <class T> T& per_thread_count(std::map<int, std::unique_ptr<T>>& cache, int threads) {
+    auto& slot = cache[threads];
+    if (!slot) slot = std::make_unique<T>(threads);
+    return *slot;
+}
+
+struct Context {
+    explicit Context(int threads) {
+        if (nk_context_create(&ctx) != NK_OK || nk_context_set_num_threads(ctx, threads) != NK_OK) {
+            std::fprintf(stderr, "normkit_bench: nk_context: %s\n", nk_last_error_message());
+            std::exit(1);
+        }
+    }
+    ~Context() { nk_context_destroy(ctx); }
+    nk_context* ctx = nullptr;
+};
+
+nk_context* context(int threads) {
+    static std::map<int, std::unique_ptr<Context>> cache;
+    return per_thread_count(cache, threads).ctx;
+}
+
+const Roofline& roofline(int threads) {
+    static std::map<int, std::unique_ptr<Roofline>> cache;
+    return per_thread_count(cache, threads);
+}
+
+void set_counters(benchmark::State& state, const Case& cs) {
+    const double bytes = double(cs.bytes());
+    state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["bytes"] = bytes;
+}
+
+// Times `call`; a failure skips the benchmark with `error()`. `cs` is the benchmark's own
+// copy of its case, so its address tells the benchmarks apart: the first run of each makes
+// one untimed call first (warm caches, awake threads, errors caught); its repetitions follow
+// it back to back and need none.
+template <class Call, class Error> void measure(benchmark::State& state, const Case& cs, Call&& call, Error&& error) {
+    static const Case* warm = nullptr;
+    if (warm != &cs) {
+        if (!call()) {
+            state.SkipWithError(error().c_str());
+            return;
+        }
+        warm = &cs;
+    }
+    const ForeignLoad load;
+    for (auto _ : state) {
+        if (!call()) {
+            state.SkipWithError(error().c_str());
+            break;
+        }
+        benchmark::ClobberMemory();
+    }
+    set_counters(state, cs);
+    const double others = load.fraction();
+    if (!std::isnan(others)) state.counters["others_cpu"] = others;
+}
+
+void bm_normkit(benchmark::State& state, const Case& cs) {
+    const Tensors& t = workspace().tensors();
+    nk_context* ctx = context(cs.threads);
+    nk_batch_norm_desc desc;
+    nk_batch_norm_desc_init(&desc, cs.layout, cs.shape.n, cs.shape.c, cs.shape.spatial());
+    desc.epsilon = kEpsilon;
+    auto call = [&] {
+        nk_status status = NK_OK;
+        switch (cs.mode) {
+        case Mode::train_fwd:
+            status = nk_batch_norm_forward_training(ctx, &desc, t.src, t.dst, t.scale, t.shift, t.running_mean,
+                                                    t.running_var, t.mean_out, t.variance_out);
+            break;
+        case Mode::infer_fwd:
+            status = nk_batch_norm_forward_inference(ctx, &desc, t.src, t.dst, t.scale, t.shift, t.mean, t.variance);
+            break;
+        case Mode::bwd:
+            status = nk_batch_norm_backward(ctx, &desc, t.src, t.diff_dst, t.scale, t.mean, t.invstd, t.dst,
+                                            t.diff_scale, t.diff_shift);
+            break;
+        }
+        return status == NK_OK;
+    };
+    measure(state, cs, call, [] { return std::string("normkit: ") + nk_last_error_message(); });
+}
+
+void bm_roofline(benchmark::State& state, const Case& cs) {
+    const Tensors& t = workspace().tensors();
+    const Roofline& r = roofline(cs.threads);
+    const int64_t count = cs.shape.elements();
+    auto call = [&] {
+        if (cs.mode == Mode::bwd)
+            r.backward(t.src, t.diff_dst, t.dst, count);
+        else
+            r.forward(t.src, t.dst, count);
+        return true;
+    };
+    measure(state, cs, call, [] { return std::string(); });
+}
+
+#if NKBENCH_HAVE_ONEDNN
+// The primitive of the case being measured: kept across the repetitions of a case (they
+// run back to back), rebuilt when the case changes.
+OnednnBatchNorm& onednn_primitive(const Case& cs, const Tensors& t) {
+    static std::string name;
+    static std::unique_ptr<OnednnBatchNorm> primitive;
+    if (!primitive || name != cs.name()) {
+        primitive.reset(); // free the previous case's scratchpad first
+        primitive = std::make_unique<OnednnBatchNorm>(cs, t);
+        name = cs.name();
+    }
+    return *primitive;
+}
+
+void bm_onednn(benchmark::State& state, const Case& cs) {
+    const Tensors& t = workspace().tensors();
+    OnednnBatchNorm* primitive = nullptr;
+    std::string error;
+    try {
+        primitive = &onednn_primitive(cs, t);
+    } catch (const std::exception& e) {
+        error = std::string("oneDNN: ") + e.what();
+    }
+    auto call = [&] {
+        if (primitive == nullptr) return false;
+        try {
+            primitive->run();
+        } catch (const std::exception& e) {
+            error = std::string("oneDNN: ") + e.what();
+            return false;
+        }
+        return true;
+    };
+    measure(state, cs, call, [&] { return error; });
+    if (primitive != nullptr) state.SetLabel(primitive->implementation());
+}
+#endif
+
+const char* isa_name(int32_t isa) {
+    switch (isa) {
+    case NK_ISA_SCALAR: return "scalar";
+    case NK_ISA_SSE4_2: return "sse4.2";
+    case NK_ISA_AVX2: return "avx2";
+    case NK_ISA_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+void register_benchmarks(const std::vector<int>& thread_counts) {
+    for (Mode mode : kModes)
+        for (const Shape& shape : kShapes)
+            for (int layout : {NK_LAYOUT_NCS, NK_LAYOUT_NSC})
+                for (int threads : thread_counts) {
+                    const Case cs{mode, shape, layout, threads};
+                    auto add = [&](const char* impl, void (*fn)(benchmark::State&, const Case&)) {
+                        benchmark::RegisterBenchmark((cs.name() + "/" + impl).c_str(), fn, cs)
+                            ->UseRealTime()
+                            ->Unit(benchmark::kMicrosecond);
+                    };
+                    add("normkit", bm_normkit);
+                    add("roofline", bm_roofline);
+#if NKBENCH_HAVE_ONEDNN
+                    add("onednn", bm_onednn);
+#endif
+                }
+}
+
+} // namespace
+} // namespace nkbench
+
+int main(int argc, char** argv) {
+    // Defaults first: flags given later on the command line win.
+    std::string min_time = "--benchmark_min_time=0.05";
+    std::vector<char*> args{argv[0], min_time.data()};
+    args.insert(args.end(), argv + 1, argv + argc);
+    int count = int(args.size());
+    benchmark::Initialize(&count, args.data());
+    if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+
+    const int all = std::max(1u, std::thread::hardware_concurrency());
+    std::vector<int> thread_counts{1};
+    if (all > 1) thread_counts.push_back(all);
+    nkbench::register_benchmarks(thread_counts);
+
+    const uint32_t v = nk_version();
+    benchmark::AddCustomContext("normkit_version", std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) +
+                                                       "." + std::to_string(v % 100));
+    benchmark::AddCustomContext("normkit_isa", nkbench::isa_name(nk_context_isa(nullptr)));
+    benchmark::AddCustomContext("threads_all", std::to_string(all));
+#if NKBENCH_HAVE_ONEDNN
+    benchmark::AddCustomContext("onednn_version", nkbench::OnednnBatchNorm::version());
+#else
+    benchmark::AddCustomContext("onednn_version", "not built (oneDNN not found at configure time)");
+#endif
+
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

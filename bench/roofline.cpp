@@ -1,0 +1,60 @@
+#include "roofline.hpp"
+
+#include "roofline_kernels.hpp"
+
+#include <algorithm>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+#include <tbb/task_arena.h>
+
+namespace nkbench {
+
+struct Roofline::Arena {
+    explicit Arena(int threads) : arena(threads) {}
+    tbb::task_arena arena;
+};
+
+// One thread runs on the caller, as normkit does with a one-thread context.
+Roofline::Roofline(int threads) : threads_(std::max(threads, 1)) {
+    if (threads_ > 1) arena_ = std::make_unique<Arena>(threads_);
+}
+
+Roofline::~Roofline() = default;
+
+// One contiguous chunk per thread, chunk edges on 64-byte boundaries.
+template <class Body> void Roofline::split(int64_t count, const Body& body) const {
+    if (!arena_) {
+        body(0, count);
+        return;
+    }
+    const int64_t per_thread = (count + threads_ - 1) / threads_;
+    const int64_t chunk = (per_thread + 15) / 16 * 16;
+    const int64_t chunks = (count + chunk - 1) / chunk;
+    arena_->arena.execute([&] {
+        tbb::parallel_for(
+            tbb::blocked_range<int64_t>(0, chunks, 1),
+            [&](const tbb::blocked_range<int64_t>& r) {
+                for (int64_t i = r.begin(); i != r.end(); ++i) {
+                    const int64_t begin = i * chunk;
+                    body(begin, std::min(count, begin + chunk));
+                }
+            },
+            tbb::static_partitioner());
+    });
+}
+
+void Roofline::forward(const float* src, float* dst, int64_t count) const {
+    split(count, [&](int64_t begin, int64_t end) {
+        roofline_axpb(src + begin, dst + begin, end - begin, 0.5f, 0.25f);
+    });
+}
+
+void Roofline::backward(const float* x, const float* y, float* z, int64_t count) const {
+    split(count, [&](int64_t begin, int64_t end) {
+        roofline_axpy(x + begin, y + begin, z + begin, end - begin, 0.5f);
+    });
+}
+
+} // namespace nkbench

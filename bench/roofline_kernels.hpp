@@ -1,0 +1,14 @@
+// The roofline's single-threaded loops (roofline_kernels.cpp, built with -O3 -march=native).
+#ifndef NORMKIT_BENCH_ROOFLINE_KERNELS_HPP
+#define NORMKIT_BENCH_ROOFLINE_KERNELS_HPP
+
+#include <cstdint>
+
+namespace nkbench {
+
+void roofline_axpb(const float* x, float* y, int64_t count, float a, float b);        // y = a*x + b
+void roofline_axpy(const float* x, const float* y, float* z, int64_t count, float a); // z = a*x + y
+
+} // namespace nkbench
+
+#endif // NORMKIT_BENCH_ROOFLINE_KERNELS_HPP
