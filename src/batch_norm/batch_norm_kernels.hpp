@@ -232,30 +232,39 @@ struct BatchNormKernels {
         }
     }
 
-    // Lanes in tiles of kTileF32 registers, coefficients held in registers over all rows.
+    // Narrow rows: coefficients stay in registers while the rows stream by. Wide rows go
+    // row by row (contiguous writes), coefficients re-read from L1.
     static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
                                const ElementwiseCoefs& k) {
-        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
-            f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
-            for (int j = 0; j < kTileF32; ++j) {
-                mh[j] = Ops::load(k.mean_hi + j0 + j * kF32);
-                ml[j] = Ops::load(k.mean_lo + j0 + j * kF32);
-                a[j] = Ops::load(k.a + j0 + j * kF32);
-                b[j] = Ops::load(k.b + j0 + j * kF32);
-            }
-            const int64_t n = width - j0;
+        if (width > kTile) {
             for (int64_t r = 0; r < rows; ++r) {
-                const float* xr = x + r * stride + j0;
-                float* yr = y + r * stride + j0;
-                for (int j = 0; j < kTileF32; ++j) {
-                    const int64_t valid = n - j * kF32;
-                    if (valid >= kF32)
-                        Ops::store(yr + j * kF32, normalize1(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]));
-                    else if (valid > 0)
-                        Ops::store_n(yr + j * kF32,
-                                     normalize1(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]),
-                                     valid);
-                }
+                const float* xr = x + r * stride;
+                float* yr = y + r * stride;
+                for_registers(width, [&](auto full, int64_t i, int64_t n) {
+                    const f32 v = normalize1(load(full, xr + i, n), Ops::load(k.mean_hi + i), Ops::load(k.mean_lo + i),
+                                             Ops::load(k.a + i), Ops::load(k.b + i));
+                    store(full, yr + i, v, n);
+                });
+            }
+            return;
+        }
+        f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
+        for (int j = 0; j < kTileF32; ++j) {
+            mh[j] = Ops::load(k.mean_hi + j * kF32);
+            ml[j] = Ops::load(k.mean_lo + j * kF32);
+            a[j] = Ops::load(k.a + j * kF32);
+            b[j] = Ops::load(k.b + j * kF32);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * stride;
+            float* yr = y + r * stride;
+            for (int j = 0; j < kTileF32; ++j) {
+                const int64_t valid = width - j * kF32;
+                if (valid >= kF32)
+                    Ops::store(yr + j * kF32, normalize1(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]));
+                else if (valid > 0)
+                    Ops::store_n(yr + j * kF32, normalize1(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]),
+                                 valid);
             }
         }
     }
