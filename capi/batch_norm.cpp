@@ -59,6 +59,11 @@ public:
             return fail(NK_ERROR_INVALID_SHAPE,
                         "desc has n=%lld c=%lld spatial=%lld: the tensor exceeds addressable memory",
                         (long long)d->n, (long long)d->c, (long long)d->spatial);
+        // Per-channel arrays hold c floats even when the tensor is empty.
+        if (d->c > int64_t(PTRDIFF_MAX / sizeof(float)))
+            return fail(NK_ERROR_INVALID_SHAPE,
+                        "desc->c is %lld: per-channel arrays of c floats exceed addressable memory",
+                        (long long)d->c);
         if (!(d->epsilon > 0.0f) || !std::isfinite(d->epsilon))
             return fail(NK_ERROR_INVALID_ARGUMENT, "desc->epsilon is %g: must be > 0 and finite",
                         double(d->epsilon));
@@ -79,9 +84,10 @@ public:
         return true;
     }
 
-    // No output may overlap another buffer, except the one in-place pair
-    // (identical start, same size). Buffers must not wrap the address space.
-    bool no_overlap(std::initializer_list<Buffer> buffers, const void* in_place_a, const void* in_place_b) {
+    // No output may overlap another buffer, except the in-place pair, buffers number
+    // in_place_a and in_place_b of the list, when they are identical. Buffers must not
+    // wrap the address space.
+    bool no_overlap(std::initializer_list<Buffer> buffers, size_t in_place_a, size_t in_place_b) {
         for (const Buffer& x : buffers) {
             if (x.data == nullptr) continue;
             uintptr_t end;
@@ -93,8 +99,8 @@ public:
             for (const Buffer* y = x + 1; y != buffers.end(); ++y) {
                 if (!x->output && !y->output) continue;
                 if (!overlap(*x, *y)) continue;
-                const bool pair = (x->data == in_place_a && y->data == in_place_b && x->tensor && y->tensor) ||
-                                  (x->data == in_place_b && y->data == in_place_a && x->tensor && y->tensor);
+                const size_t ix = size_t(x - buffers.begin()), iy = size_t(y - buffers.begin());
+                const bool pair = (ix == in_place_a && iy == in_place_b) || (ix == in_place_b && iy == in_place_a);
                 if (pair && x->data == y->data) continue;
                 return fail(NK_ERROR_INVALID_ARGUMENT,
                             "%s and %s overlap: buffers must be disjoint%s", x->name, y->name,
@@ -175,7 +181,7 @@ nk_status nk_batch_norm_forward_training(nk_context* ctx, const nk_batch_norm_de
                            {"running_var", running_var, true, false},
                            {"save_mean", save_mean, true, false},
                            {"save_invstd", save_invstd, true, false}},
-                          src, dst))
+                          0, 1))
         return check.status;
     const nk::BatchNormProblem& p = check.problem;
     if (check.count == 0) return NK_OK;
@@ -206,7 +212,7 @@ nk_status nk_batch_norm_forward_inference(nk_context* ctx, const nk_batch_norm_d
                            {"shift", shift, false, false},
                            {"mean", mean, false, false},
                            {"variance", variance, false, false}},
-                          src, dst))
+                          0, 1))
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {
@@ -235,7 +241,7 @@ nk_status nk_batch_norm_backward(nk_context* ctx, const nk_batch_norm_desc* desc
                            {"diff_src", diff_src, true, true},
                            {"diff_scale", diff_scale, true, false},
                            {"diff_shift", diff_shift, true, false}},
-                          diff_dst, diff_src))
+                          1, 5))
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {
