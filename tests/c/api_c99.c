@@ -1,0 +1,230 @@
+/*
+ * The public header from plain C99 (-std=c99 -Wall -Wextra -pedantic -Werror): every
+ * function it declares is called, with its status and results checked.
+ * Prints "N passed, M failed" and exits nonzero when anything failed.
+ */
+#include "normkit/normkit.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_passed = 0;
+static int g_failed = 0;
+
+static void check(int ok, const char* what, int line) {
+    if (ok) {
+        ++g_passed;
+    } else {
+        ++g_failed;
+        printf("FAILED (line %d): %s [last message: \"%s\"]\n", line, what, nk_last_error_message());
+    }
+}
+#define CHECK(expr) check((expr) != 0, #expr, __LINE__)
+
+static int message_is_empty(void) { return nk_last_error_message()[0] == '\0'; }
+
+static int message_names(const char* name) { return strstr(nk_last_error_message(), name) != NULL; }
+
+static int close_to(double got, double want, double tolerance) {
+    return fabs(got - want) <= tolerance * (1.0 + fabs(want));
+}
+
+enum { N = 2, C = 3, S = 4, COUNT = N * C * S };
+
+/* Channels-first element (n, c, s). */
+static int at(int n, int c, int s) { return (n * C + c) * S + s; }
+
+static void test_version_and_status(void) {
+    static const char* const names[] = {"NK_OK", "NK_ERROR_NULL_POINTER", "NK_ERROR_INVALID_SHAPE",
+                                        "NK_ERROR_INVALID_ARGUMENT", "NK_ERROR_UNSUPPORTED",
+                                        "NK_ERROR_OUT_OF_MEMORY", "NK_ERROR_INTERNAL"};
+    nk_status s;
+    CHECK(nk_version() == NK_VERSION_NUMBER);
+    CHECK(NK_VERSION_NUMBER == NK_VERSION_MAJOR * 10000 + NK_VERSION_MINOR * 100 + NK_VERSION_PATCH);
+    for (s = NK_OK; s <= NK_ERROR_INTERNAL; ++s) {
+        const char* name = nk_status_string(s);
+        CHECK(name != NULL && strcmp(name, names[s]) == 0);
+    }
+    CHECK(nk_status_string(-1) != NULL && nk_status_string(-1)[0] != '\0');
+    CHECK(nk_status_string(1000) != NULL && strcmp(nk_status_string(1000), "NK_OK") != 0);
+    CHECK(nk_last_error_message() != NULL);
+}
+
+static void test_desc_layout(void) {
+    /* The descriptor is ABI: its layout may only grow at the end. */
+    CHECK(sizeof(nk_batch_norm_desc) == 56);
+    CHECK(offsetof(nk_batch_norm_desc, struct_size) == 0);
+    CHECK(offsetof(nk_batch_norm_desc, layout) == 4);
+    CHECK(offsetof(nk_batch_norm_desc, dtype) == 8);
+    CHECK(offsetof(nk_batch_norm_desc, reserved0) == 12);
+    CHECK(offsetof(nk_batch_norm_desc, n) == 16);
+    CHECK(offsetof(nk_batch_norm_desc, c) == 24);
+    CHECK(offsetof(nk_batch_norm_desc, spatial) == 32);
+    CHECK(offsetof(nk_batch_norm_desc, epsilon) == 40);
+    CHECK(offsetof(nk_batch_norm_desc, momentum) == 44);
+    CHECK(offsetof(nk_batch_norm_desc, flags) == 48);
+    CHECK(offsetof(nk_batch_norm_desc, reserved1) == 52);
+}
+
+static void test_context(void) {
+    nk_context* ctx = NULL;
+    const int32_t best = nk_context_isa(NULL);
+    const char* expect_isa = getenv("NK_EXPECT_ISA"); /* set by the NK_MAX_ISA ctests */
+    int32_t isa;
+    CHECK(best >= NK_ISA_SCALAR && best <= NK_ISA_AVX512);
+    if (expect_isa != NULL) CHECK(best == atoi(expect_isa)); /* NK_MAX_ISA caps the default */
+    CHECK(nk_context_create(&ctx) == NK_OK && ctx != NULL);
+    CHECK(message_is_empty());
+    CHECK(nk_context_isa(ctx) == best);
+    for (isa = NK_ISA_SCALAR; isa <= NK_ISA_AVX512; ++isa) {
+        CHECK(nk_context_set_max_isa(ctx, isa) == NK_OK);
+        CHECK(nk_context_isa(ctx) == (isa < best ? isa : best));
+    }
+    CHECK(nk_context_set_num_threads(ctx, 0) == NK_OK);
+    CHECK(nk_context_set_num_threads(ctx, 1) == NK_OK);
+    CHECK(nk_context_set_num_threads(ctx, 2) == NK_OK);
+
+    CHECK(nk_context_create(NULL) == NK_ERROR_NULL_POINTER && message_names("ctx"));
+    CHECK(nk_context_set_num_threads(NULL, 1) == NK_ERROR_NULL_POINTER && message_names("ctx"));
+    CHECK(nk_context_set_num_threads(ctx, -1) == NK_ERROR_INVALID_ARGUMENT);
+    CHECK(nk_context_set_max_isa(NULL, NK_ISA_SCALAR) == NK_ERROR_NULL_POINTER && message_names("ctx"));
+    CHECK(nk_context_set_max_isa(ctx, 4) == NK_ERROR_INVALID_ARGUMENT && message_names("isa"));
+    CHECK(nk_context_set_max_isa(ctx, -1) == NK_ERROR_INVALID_ARGUMENT && message_names("isa"));
+
+    nk_context_destroy(ctx);
+    nk_context_destroy(NULL);
+}
+
+static void test_batch_norm(void) {
+    float src[COUNT], dst[COUNT], dy[COUNT], diff_src[COUNT], inference_dst[COUNT];
+    float scale[C], shift[C], running_mean[C], running_var[C], save_mean[C], save_invstd[C];
+    float diff_scale[C], diff_shift[C];
+    double mean[C], var[C];
+    nk_batch_norm_desc desc;
+    nk_context* ctx = NULL;
+    int i, n, c, s, all_close;
+    const double m = (double)(N * S);
+
+    for (i = 0; i < COUNT; ++i) {
+        src[i] = (float)(sin(0.7 * i) * 2.0 + 0.25 * (i % 5));
+        dy[i] = (float)cos(1.3 * i);
+    }
+    for (c = 0; c < C; ++c) {
+        scale[c] = 0.5f + 0.25f * (float)c;
+        shift[c] = -0.5f + 0.5f * (float)c;
+        running_mean[c] = 0.1f * (float)c;
+        running_var[c] = 1.0f + 0.5f * (float)c;
+    }
+    /* float64 reference statistics. */
+    for (c = 0; c < C; ++c) {
+        double sum = 0, sq = 0;
+        for (n = 0; n < N; ++n)
+            for (s = 0; s < S; ++s) sum += src[at(n, c, s)];
+        mean[c] = sum / m;
+        for (n = 0; n < N; ++n)
+            for (s = 0; s < S; ++s) sq += (src[at(n, c, s)] - mean[c]) * (src[at(n, c, s)] - mean[c]);
+        var[c] = sq / m;
+    }
+
+    CHECK(nk_context_create(&ctx) == NK_OK);
+    CHECK(nk_context_set_num_threads(ctx, 2) == NK_OK);
+    CHECK(nk_batch_norm_desc_init(&desc, NK_LAYOUT_NCS, N, C, S) == NK_OK);
+    CHECK(message_is_empty());
+    CHECK(desc.struct_size == sizeof desc && desc.n == N && desc.c == C && desc.spatial == S);
+    CHECK(desc.epsilon == 1e-5f && desc.momentum == 0.1f && desc.flags == 0 && desc.dtype == NK_DTYPE_F32);
+
+    /* Training. */
+    CHECK(nk_batch_norm_forward_training(ctx, &desc, src, dst, scale, shift, running_mean, running_var, save_mean,
+                                         save_invstd) == NK_OK);
+    CHECK(message_is_empty());
+    all_close = 1;
+    for (c = 0; c < C; ++c) {
+        const double invstd = 1.0 / sqrt(var[c] + 1e-5);
+        all_close &= close_to(save_mean[c], mean[c], 1e-5);
+        all_close &= close_to(save_invstd[c], invstd, 1e-5);
+        all_close &= close_to(running_mean[c], 0.9 * (0.1 * c) + 0.1 * mean[c], 1e-5);
+        all_close &= close_to(running_var[c], 0.9 * (1.0 + 0.5 * c) + 0.1 * var[c] * m / (m - 1), 1e-5);
+        for (n = 0; n < N; ++n)
+            for (s = 0; s < S; ++s) {
+                i = at(n, c, s);
+                all_close &= close_to(dst[i], (src[i] - mean[c]) * invstd * scale[c] + shift[c], 1e-5);
+            }
+    }
+    CHECK(all_close);
+
+    /* Inference with the statistics just saved, so it reproduces the training output. */
+    {
+        float variance[C];
+        for (c = 0; c < C; ++c) variance[c] = (float)var[c];
+        CHECK(nk_batch_norm_forward_inference(NULL, &desc, src, inference_dst, scale, shift, save_mean, variance) ==
+              NK_OK);
+        all_close = 1;
+        for (i = 0; i < COUNT; ++i) all_close &= close_to(inference_dst[i], dst[i], 1e-5);
+        CHECK(all_close);
+    }
+
+    /* Backward: diff_shift = sum(dy), diff_scale = sum(dy * xhat). */
+    CHECK(nk_batch_norm_backward(ctx, &desc, src, dy, scale, save_mean, save_invstd, diff_src, diff_scale,
+                                 diff_shift) == NK_OK);
+    all_close = 1;
+    for (c = 0; c < C; ++c) {
+        double sum_dy = 0, sum_dy_xhat = 0;
+        for (n = 0; n < N; ++n)
+            for (s = 0; s < S; ++s) {
+                i = at(n, c, s);
+                sum_dy += dy[i];
+                sum_dy_xhat += dy[i] * (src[i] - save_mean[c]) * save_invstd[c];
+            }
+        all_close &= close_to(diff_shift[c], sum_dy, 1e-5);
+        all_close &= close_to(diff_scale[c], sum_dy_xhat, 1e-5);
+        for (n = 0; n < N; ++n)
+            for (s = 0; s < S; ++s) {
+                const double xhat = (src[at(n, c, s)] - save_mean[c]) * save_invstd[c];
+                const double want =
+                    scale[c] * save_invstd[c] * (dy[at(n, c, s)] - sum_dy / m - xhat * sum_dy_xhat / m);
+                all_close &= close_to(diff_src[at(n, c, s)], want, 1e-4);
+            }
+    }
+    CHECK(all_close);
+
+    /* Errors from C: status, message, nothing written. */
+    {
+        nk_batch_norm_desc bad = desc;
+        float untouched[COUNT], untouched_dy[COUNT];
+        memcpy(untouched, dst, sizeof dst);
+        memcpy(untouched_dy, dy, sizeof dy);
+        CHECK(nk_batch_norm_forward_training(ctx, NULL, src, dst, NULL, NULL, NULL, NULL, NULL, NULL) ==
+              NK_ERROR_NULL_POINTER);
+        CHECK(message_names("desc"));
+        bad.epsilon = 0.0f;
+        CHECK(nk_batch_norm_forward_training(ctx, &bad, src, dst, NULL, NULL, NULL, NULL, NULL, NULL) ==
+              NK_ERROR_INVALID_ARGUMENT);
+        CHECK(message_names("epsilon"));
+        CHECK(nk_batch_norm_forward_inference(ctx, &desc, src, dst, NULL, NULL, NULL, running_var) ==
+              NK_ERROR_NULL_POINTER);
+        CHECK(message_names("mean"));
+        /* diff_src one element after diff_dst: a partial overlap (rejected before any write). */
+        CHECK(nk_batch_norm_backward(ctx, &desc, src, dy, NULL, save_mean, save_invstd, dy + 1, NULL, NULL) ==
+              NK_ERROR_INVALID_ARGUMENT);
+        CHECK(message_names("diff_src") && message_names("diff_dst"));
+        CHECK(memcmp(untouched, dst, sizeof dst) == 0);
+        CHECK(memcmp(untouched_dy, dy, sizeof dy) == 0);
+        CHECK(nk_batch_norm_desc_init(NULL, NK_LAYOUT_NCS, 1, 1, 1) == NK_ERROR_NULL_POINTER);
+        CHECK(nk_batch_norm_desc_init(&bad, NK_LAYOUT_NSC, -1, 1, 1) == NK_ERROR_INVALID_SHAPE);
+        CHECK(nk_batch_norm_desc_init(&bad, 7, 1, 1, 1) == NK_ERROR_INVALID_ARGUMENT);
+    }
+
+    nk_context_destroy(ctx);
+}
+
+int main(void) {
+    test_version_and_status();
+    test_desc_layout();
+    test_context();
+    test_batch_norm();
+    printf("normkit %u from C99: %d passed, %d failed\n", (unsigned)nk_version(), g_passed, g_failed);
+    return g_failed != 0;
+}
