@@ -329,8 +329,7 @@ PartialSums add_sums(const PartialSums* parts, int64_t count, int64_t step) {
 // Runs an element-wise kernel over channels [c0, c1) (seg path), in memory order.
 template <class SegFn>
 void elementwise_channels(const Geometry& g, const CoefArrays& coefs, int64_t c0, int64_t c1, SegFn seg) {
-    for (int64_t n = 0; n < g.N; ++n)
-        for (int64_t c = c0; c < c1; ++c) seg(Run{(n * g.C + c) * g.S, 1, g.S, g.S}, coefs.at(c));
+    for (int64_t n = 0; n < g.N; ++n) seg(Run{(n * g.C + c0) * g.S, c1 - c0, g.S, g.S}, coefs.at(c0), 1);
 }
 
 // Runs an element-wise kernel over the whole tensor.
@@ -345,11 +344,16 @@ void elementwise_all(const ExecConfig& config, const Geometry& g, const CoefArra
             for (int64_t item = begin; item < end; ++item) {
                 if (chunks > 1) {
                     const int64_t q = item / chunks, k = item % chunks;
-                    seg(Run{q * g.S + k * kPiece, 1, std::min(kPiece, g.S - k * kPiece), g.S}, coefs.at(q % g.C));
+                    seg(Run{q * g.S + k * kPiece, 1, std::min(kPiece, g.S - k * kPiece), g.S}, coefs.at(q % g.C), 0);
                     continue;
                 }
+                // Consecutive runs are consecutive channels, up to the end of a batch row.
                 const int64_t q1 = std::min(runs, (item + 1) * runs_per_item);
-                for (int64_t q = item * runs_per_item; q < q1; ++q) seg(Run{q * g.S, 1, g.S, g.S}, coefs.at(q % g.C));
+                for (int64_t q = item * runs_per_item; q < q1;) {
+                    const int64_t c = q % g.C, count = std::min(q1 - q, g.C - c);
+                    seg(Run{q * g.S, count, g.S, g.S}, coefs.at(c), 1);
+                    q += count;
+                }
             }
         });
         return;
@@ -454,8 +458,8 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
     const TrainingArgs t{p, src, scale, shift, dst, running_mean, running_var, save_mean, save_invstd};
     const StatsReduction red{k, src};
     CoefArrays coefs(g.lanes());
-    auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e) {
-        k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
+    auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
+        k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
     };
 
     if (const int64_t group = fused_group(g, 1)) {
@@ -493,8 +497,8 @@ void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProbl
     coefs.repeat_channels(p.c, g.lanes());
     elementwise_all(
         config, g, coefs,
-        [&](const Run& r, const ElementwiseCoefs& e) {
-            k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
+        [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
+            k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
         },
         [&](const Run& r, const ElementwiseCoefs& e) {
             k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
@@ -512,11 +516,12 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
                          diff_src, diff_scale, diff_shift, global, diff_scale || diff_shift || (diff_src && !global)};
     const GradReduction red{k, src, diff_dst, save_mean};
     CoefArrays coefs(g.lanes());
-    auto seg_run = [&](const Run& r, const ElementwiseCoefs& e) {
+    auto seg_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
         if (global)
-            k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
+            k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e, coef_step);
         else
-            k.diff_src_seg(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
+            k.diff_src_seg(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e,
+                           coef_step);
     };
     auto rows_run = [&](const Run& r, const ElementwiseCoefs& e) {
         if (global)

@@ -43,16 +43,17 @@ struct BatchNormKernelTable {
     void (*grad_rows)(const float* x, const float* dy, int64_t rows, int64_t width,
                       int64_t stride, const float* mean, double* acc1, double* acc2);
 
+    // Seg element-wise: run r uses coefficients [r * coef_step].
     void (*normalize_seg)(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
-                          const ElementwiseCoefs& k);
+                          const ElementwiseCoefs& k, int64_t coef_step);
     void (*normalize_rows)(const float* x, float* y, int64_t rows, int64_t width,
                            int64_t stride, const ElementwiseCoefs& k);
     void (*diff_src_seg)(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
-                         int64_t stride, const ElementwiseCoefs& k);
+                         int64_t stride, const ElementwiseCoefs& k, int64_t coef_step);
     void (*diff_src_rows)(const float* x, const float* dy, float* dx, int64_t rows,
                           int64_t width, int64_t stride, const ElementwiseCoefs& k);
     void (*scale_seg)(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
-                      const ElementwiseCoefs& k);
+                      const ElementwiseCoefs& k, int64_t coef_step);
     void (*scale_rows)(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                        const ElementwiseCoefs& k);
 };

@@ -216,13 +216,15 @@ struct BatchNormKernels {
         return ((dy - k1) - ((x - mh) - ml) * k2) * a;
     }
 
-    // Seg: one channel, scalar coefficients. Rows: per-lane coefficient arrays (padded,
-    // so whole registers may be read).
+    // Seg: run r takes the coefficients at index r * coef_step (0: one channel; 1:
+    // consecutive runs of consecutive channels). Rows: per-lane coefficient arrays
+    // (padded, so whole registers may be read).
     static void normalize_seg(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
-                              const ElementwiseCoefs& k) {
-        const f32 mh = Ops::splat(*k.mean_hi), ml = Ops::splat(*k.mean_lo), a = Ops::splat(*k.a),
-                  b = Ops::splat(*k.b);
+                              const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
+            const int64_t c = r * coef_step;
+            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(k.mean_lo[c]), a = Ops::splat(k.a[c]),
+                      b = Ops::splat(k.b[c]);
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
             prefetch_run(x, r, rows, len, stride);
@@ -270,10 +272,11 @@ struct BatchNormKernels {
     }
 
     static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
-                             int64_t stride, const ElementwiseCoefs& k) {
-        const f32 mh = Ops::splat(*k.mean_hi), ml = Ops::splat(*k.mean_lo), k1 = Ops::splat(*k.k1),
-                  k2 = Ops::splat(*k.k2), a = Ops::splat(*k.a);
+                             int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
+            const int64_t c = r * coef_step;
+            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(k.mean_lo[c]), k1 = Ops::splat(k.k1[c]),
+                      k2 = Ops::splat(k.k2[c]), a = Ops::splat(k.a[c]);
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
@@ -303,9 +306,9 @@ struct BatchNormKernels {
     }
 
     static void scale_seg(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
-                          const ElementwiseCoefs& k) {
-        const f32 a = Ops::splat(*k.a);
+                          const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
+            const f32 a = Ops::splat(k.a[r * coef_step]);
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
             prefetch_run(dy, r, rows, len, stride);
