@@ -151,12 +151,13 @@ int64_t fused_group(const Geometry& g, int64_t tensors) {
 // the rows path with rep > 1 repeats the C channels rep times).
 struct CoefArrays {
     std::vector<float> mean_hi, mean_lo, a, b, k1, k2;
+    bool has_lo = false; // mean_lo is all zeros unless set (only training fills it)
     explicit CoefArrays(int64_t lanes) {
         for (std::vector<float>* v : {&mean_hi, &mean_lo, &a, &b, &k1, &k2})
             v->assign(size_t(lanes + kRowsLanePadding), 0.0f);
     }
     ElementwiseCoefs at(int64_t i) const {
-        return {mean_hi.data() + i, mean_lo.data() + i, a.data() + i,
+        return {mean_hi.data() + i, has_lo ? mean_lo.data() + i : nullptr, a.data() + i,
                 b.data() + i,       k1.data() + i,      k2.data() + i};
     }
     void repeat_channels(int64_t C, int64_t lanes) {
@@ -438,7 +439,6 @@ void finish_backward_channel(const BackwardArgs& b, int64_t c, const PartialSums
     const double count = double(b.p.n) * double(b.p.s);
     const double invstd = b.save_invstd[c];
     coefs.mean_hi[c] = b.save_mean[c];
-    coefs.mean_lo[c] = 0.0f;
     coefs.a[c] = float((b.scale ? double(b.scale[c]) : 1.0) * invstd);
     if (!b.need_sums) return;
     if (b.diff_shift) b.diff_shift[c] = float(s.s1);
@@ -458,6 +458,7 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
     const TrainingArgs t{p, src, scale, shift, dst, running_mean, running_var, save_mean, save_invstd};
     const StatsReduction red{k, src};
     CoefArrays coefs(g.lanes());
+    coefs.has_lo = true;
     auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
         k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
     };
@@ -490,7 +491,6 @@ void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProbl
     for (int64_t c = 0; c < p.c; ++c) {
         const double invstd = 1.0 / std::sqrt(double(variance[c]) + double(p.epsilon));
         coefs.mean_hi[c] = mean[c];
-        coefs.mean_lo[c] = 0.0f;
         coefs.a[c] = float((scale ? double(scale[c]) : 1.0) * invstd);
         coefs.b[c] = shift ? shift[c] : 0.0f;
     }

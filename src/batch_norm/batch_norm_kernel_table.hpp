@@ -23,7 +23,7 @@ constexpr int64_t kRowsLanePadding = 64;
 //   scale:     dx = dy * a
 struct ElementwiseCoefs {
     const float* mean_hi;
-    const float* mean_lo;
+    const float* mean_lo; // null: all zero
     const float* a;
     const float* b;
     const float* k1;

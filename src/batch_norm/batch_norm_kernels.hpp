@@ -11,6 +11,7 @@
 #include "batch_norm/batch_norm_kernel_table.hpp"
 #include "core/simd.hpp"
 
+#include <algorithm>
 #include <type_traits>
 
 namespace nk {
@@ -72,6 +73,18 @@ struct BatchNormKernels {
         if (i < len) body(Part{}, i, len - i);
     }
 
+    // Reductions read their runs from memory at a rate the hardware prefetcher does not
+    // keep up with: it restarts at every run and stays close. Each 64-byte step asks for
+    // the line kPrefetchFloats on, past the run's end too (the next run usually follows).
+    static constexpr int64_t kPrefetchFloats = 2048;
+    static void prefetch_ahead(const float* p) { __builtin_prefetch(p + kPrefetchFloats); }
+
+    // Rows reductions walk a strip of lanes down the rows: ask for the strip kRowsAhead rows on.
+    static constexpr int64_t kRowsAhead = 12;
+    static void prefetch_strip(const float* p, int64_t lanes) {
+        for (int64_t b = 0; b < lanes; b += 16) __builtin_prefetch(p + b);
+    }
+
     // Short runs far apart (channels-first, small S) defeat the hardware prefetcher:
     // ask for the run kAhead rows on. Long runs stream well on their own.
     static constexpr int64_t kAhead = 4;
@@ -98,6 +111,7 @@ struct BatchNormKernels {
             const float* xr = x + r * stride;
             prefetch_run(x, r, rows, len, stride);
             for (int64_t i = 0; i < len; i += kLanes) {
+                prefetch_ahead(xr + i);
                 f64 v[kD];
                 load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_of, v);
                 for (int m = 0; m < kD; ++m) {
@@ -131,6 +145,8 @@ struct BatchNormKernels {
             prefetch_run(x, r, rows, len, stride);
             prefetch_run(dy, r, rows, len, stride);
             for (int64_t i = 0; i < len; i += kLanes) {
+                prefetch_ahead(xr + i);
+                prefetch_ahead(gr + i);
                 f64 v[kD], g[kD];
                 load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_x, v);
                 load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
@@ -160,6 +176,7 @@ struct BatchNormKernels {
             auto fill = [&](int j) { return Ops::load(pivot + j0 + j * kF32); };
             load_widen<kTileF32>(pivot + j0, kTile, fill, p);
             for (int64_t r = 0; r < rows; ++r) {
+                if (r + kRowsAhead < rows) prefetch_strip(x + (r + kRowsAhead) * stride + j0, std::min(n, kTile));
                 f64 v[kTileD];
                 load_widen<kTileF32>(x + r * stride + j0, n, fill, v);
                 for (int m = 0; m < kTileD; ++m) {
@@ -190,6 +207,10 @@ struct BatchNormKernels {
             auto fill_x = [&](int j) { return Ops::load(mean + j0 + j * kF32); };
             load_widen<kTileF32>(mean + j0, kTile, fill_x, mu);
             for (int64_t r = 0; r < rows; ++r) {
+                if (r + kRowsAhead < rows) {
+                    prefetch_strip(x + (r + kRowsAhead) * stride + j0, std::min(n, kTile));
+                    prefetch_strip(dy + (r + kRowsAhead) * stride + j0, std::min(n, kTile));
+                }
                 f64 v[kTileD], g[kTileD];
                 load_widen<kTileF32>(x + r * stride + j0, n, fill_x, v);
                 load_widen<kTileF32>(dy + r * stride + j0, n, fill_dy, g);
@@ -206,54 +227,82 @@ struct BatchNormKernels {
     }
 
     // ---- element-wise passes: one formula each ----
+    //
+    // mean_lo is a null pointer when it is zero (inference, backward): the kernels then
+    // skip "- mean_lo", which gives the same bits ((x - mh) - 0 == x - mh).
 
-    template <class T>
-    static T normalize1(T x, T mh, T ml, T a, T b) {
-        return ((x - mh) - ml) * a + b;
+    template <bool kLo, class T>
+    static T centered(T x, T mh, T ml) {
+        if constexpr (kLo)
+            return (x - mh) - ml;
+        else
+            return x - mh;
     }
-    template <class T>
+    template <bool kLo, class T>
+    static T normalize1(T x, T mh, T ml, T a, T b) {
+        return centered<kLo>(x, mh, ml) * a + b;
+    }
+    template <bool kLo, class T>
     static T diff_src1(T x, T dy, T mh, T ml, T k1, T k2, T a) {
-        return ((dy - k1) - ((x - mh) - ml) * k2) * a;
+        return ((dy - k1) - centered<kLo>(x, mh, ml) * k2) * a;
+    }
+
+    static float lo_at(const ElementwiseCoefs& k, int64_t c) { return k.mean_lo ? k.mean_lo[c] : 0.0f; }
+    static f32 lo_load(const ElementwiseCoefs& k, int64_t i) {
+        return k.mean_lo ? Ops::load(k.mean_lo + i) : Ops::splat(0.0f);
+    }
+
+    // Wide rows: kGroup rows at a time share each load of the per-lane coefficients
+    // (they come from L1; the data streams row by row, contiguous writes).
+    // body(R, r, i, full, n) handles the registers at lane i of rows [r, r + R).
+    static constexpr int kGroup = 4;
+    template <class Body>
+    static void for_row_groups(int64_t rows, int64_t width, Body&& body) {
+        int64_t r = 0;
+        for (; r + kGroup <= rows; r += kGroup)
+            for_registers(width, [&](auto full, int64_t i, int64_t n) {
+                body(std::integral_constant<int, kGroup>{}, r, i, full, n);
+            });
+        for (; r < rows; ++r)
+            for_registers(width, [&](auto full, int64_t i, int64_t n) {
+                body(std::integral_constant<int, 1>{}, r, i, full, n);
+            });
     }
 
     // Seg: run r takes the coefficients at index r * coef_step (0: one channel; 1:
     // consecutive runs of consecutive channels). Rows: per-lane coefficient arrays
     // (padded, so whole registers may be read).
-    static void normalize_seg(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
-                              const ElementwiseCoefs& k, int64_t coef_step) {
+    template <bool kLo>
+    static void normalize_seg_impl(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
+                                   const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
-            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(k.mean_lo[c]), a = Ops::splat(k.a[c]),
+            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(lo_at(k, c)), a = Ops::splat(k.a[c]),
                       b = Ops::splat(k.b[c]);
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
             prefetch_run(x, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                store(full, yr + i, normalize1(load(full, xr + i, n), mh, ml, a, b), n);
+                store(full, yr + i, normalize1<kLo>(load(full, xr + i, n), mh, ml, a, b), n);
             });
         }
     }
+    static void normalize_seg(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
+                              const ElementwiseCoefs& k, int64_t coef_step) {
+        if (k.mean_lo)
+            normalize_seg_impl<true>(x, y, rows, len, stride, k, coef_step);
+        else
+            normalize_seg_impl<false>(x, y, rows, len, stride, k, coef_step);
+    }
 
-    // Narrow rows: coefficients stay in registers while the rows stream by. Wide rows go
-    // row by row (contiguous writes), coefficients re-read from L1.
-    static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
-                               const ElementwiseCoefs& k) {
-        if (width > kTile) {
-            for (int64_t r = 0; r < rows; ++r) {
-                const float* xr = x + r * stride;
-                float* yr = y + r * stride;
-                for_registers(width, [&](auto full, int64_t i, int64_t n) {
-                    const f32 v = normalize1(load(full, xr + i, n), Ops::load(k.mean_hi + i), Ops::load(k.mean_lo + i),
-                                             Ops::load(k.a + i), Ops::load(k.b + i));
-                    store(full, yr + i, v, n);
-                });
-            }
-            return;
-        }
+    // Narrow rows: the coefficients stay in registers while the rows stream by.
+    template <bool kLo>
+    static void normalize_narrow_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
+                                      const ElementwiseCoefs& k) {
         f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
         for (int j = 0; j < kTileF32; ++j) {
             mh[j] = Ops::load(k.mean_hi + j * kF32);
-            ml[j] = Ops::load(k.mean_lo + j * kF32);
+            ml[j] = lo_load(k, j * kF32);
             a[j] = Ops::load(k.a + j * kF32);
             b[j] = Ops::load(k.b + j * kF32);
         }
@@ -263,19 +312,45 @@ struct BatchNormKernels {
             for (int j = 0; j < kTileF32; ++j) {
                 const int64_t valid = width - j * kF32;
                 if (valid >= kF32)
-                    Ops::store(yr + j * kF32, normalize1(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]));
+                    Ops::store(yr + j * kF32, normalize1<kLo>(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]));
                 else if (valid > 0)
-                    Ops::store_n(yr + j * kF32, normalize1(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]),
-                                 valid);
+                    Ops::store_n(yr + j * kF32,
+                                 normalize1<kLo>(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]), valid);
             }
         }
     }
+    template <bool kLo>
+    static void normalize_wide_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
+                                    const ElementwiseCoefs& k) {
+        for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
+            const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), a = Ops::load(k.a + i), b = Ops::load(k.b + i);
+            for (int q = 0; q < R.value; ++q) {
+                const int64_t at = (r + q) * stride + i;
+                store(full, y + at, normalize1<kLo>(load(full, x + at, n), mh, ml, a, b), n);
+            }
+        });
+    }
+    static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
+                               const ElementwiseCoefs& k) {
+        if (width <= kTile) {
+            if (k.mean_lo)
+                normalize_narrow_rows<true>(x, y, rows, width, stride, k);
+            else
+                normalize_narrow_rows<false>(x, y, rows, width, stride, k);
+        } else {
+            if (k.mean_lo)
+                normalize_wide_rows<true>(x, y, rows, width, stride, k);
+            else
+                normalize_wide_rows<false>(x, y, rows, width, stride, k);
+        }
+    }
 
-    static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
-                             int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
+    template <bool kLo>
+    static void diff_src_seg_impl(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
+                                  int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
-            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(k.mean_lo[c]), k1 = Ops::splat(k.k1[c]),
+            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(lo_at(k, c)), k1 = Ops::splat(k.k1[c]),
                       k2 = Ops::splat(k.k2[c]), a = Ops::splat(k.a[c]);
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
@@ -283,26 +358,37 @@ struct BatchNormKernels {
             prefetch_run(x, r, rows, len, stride);
             prefetch_run(dy, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                const f32 v = diff_src1(load(full, xr + i, n), load(full, gr + i, n), mh, ml,
-                                        k1, k2, a);
-                store(full, dr + i, v, n);
+                store(full, dr + i, diff_src1<kLo>(load(full, xr + i, n), load(full, gr + i, n), mh, ml, k1, k2, a), n);
             });
         }
     }
+    static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
+                             int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
+        if (k.mean_lo)
+            diff_src_seg_impl<true>(x, dy, dx, rows, len, stride, k, coef_step);
+        else
+            diff_src_seg_impl<false>(x, dy, dx, rows, len, stride, k, coef_step);
+    }
 
+    template <bool kLo>
+    static void diff_src_rows_impl(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
+                                   int64_t stride, const ElementwiseCoefs& k) {
+        for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
+            const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), k1 = Ops::load(k.k1 + i),
+                      k2 = Ops::load(k.k2 + i), a = Ops::load(k.a + i);
+            for (int q = 0; q < R.value; ++q) {
+                const int64_t at = (r + q) * stride + i;
+                store(full, dx + at, diff_src1<kLo>(load(full, x + at, n), load(full, dy + at, n), mh, ml, k1, k2, a),
+                      n);
+            }
+        });
+    }
     static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
                               int64_t stride, const ElementwiseCoefs& k) {
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
-            float* dr = dx + r * stride;
-            for_registers(width, [&](auto full, int64_t i, int64_t n) {
-                const f32 v = diff_src1(load(full, xr + i, n), load(full, gr + i, n),
-                                        Ops::load(k.mean_hi + i), Ops::load(k.mean_lo + i),
-                                        Ops::load(k.k1 + i), Ops::load(k.k2 + i), Ops::load(k.a + i));
-                store(full, dr + i, v, n);
-            });
-        }
+        if (k.mean_lo)
+            diff_src_rows_impl<true>(x, dy, dx, rows, width, stride, k);
+        else
+            diff_src_rows_impl<false>(x, dy, dx, rows, width, stride, k);
     }
 
     static void scale_seg(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
@@ -320,13 +406,13 @@ struct BatchNormKernels {
 
     static void scale_rows(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                            const ElementwiseCoefs& k) {
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* gr = dy + r * stride;
-            float* dr = dx + r * stride;
-            for_registers(width, [&](auto full, int64_t i, int64_t n) {
-                store(full, dr + i, load(full, gr + i, n) * Ops::load(k.a + i), n);
-            });
-        }
+        for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
+            const f32 a = Ops::load(k.a + i);
+            for (int q = 0; q < R.value; ++q) {
+                const int64_t at = (r + q) * stride + i;
+                store(full, dx + at, load(full, dy + at, n) * a, n);
+            }
+        });
     }
 
     static const BatchNormKernelTable table;
