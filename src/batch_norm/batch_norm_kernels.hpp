@@ -324,10 +324,9 @@ struct BatchNormKernels {
                                     const ElementwiseCoefs& k) {
         for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
             const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), a = Ops::load(k.a + i), b = Ops::load(k.b + i);
-            for (int q = 0; q < R.value; ++q) {
-                const int64_t at = (r + q) * stride + i;
-                store(full, y + at, normalize1<kLo>(load(full, x + at, n), mh, ml, a, b), n);
-            }
+            f32 v[R.value]; // all loads before the stores: rows 4 KB apart would alias them
+            for (int q = 0; q < R.value; ++q) v[q] = load(full, x + (r + q) * stride + i, n);
+            for (int q = 0; q < R.value; ++q) store(full, y + (r + q) * stride + i, normalize1<kLo>(v[q], mh, ml, a, b), n);
         });
     }
     static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
@@ -376,11 +375,13 @@ struct BatchNormKernels {
         for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
             const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), k1 = Ops::load(k.k1 + i),
                       k2 = Ops::load(k.k2 + i), a = Ops::load(k.a + i);
+            f32 v[R.value], g[R.value];
             for (int q = 0; q < R.value; ++q) {
-                const int64_t at = (r + q) * stride + i;
-                store(full, dx + at, diff_src1<kLo>(load(full, x + at, n), load(full, dy + at, n), mh, ml, k1, k2, a),
-                      n);
+                v[q] = load(full, x + (r + q) * stride + i, n);
+                g[q] = load(full, dy + (r + q) * stride + i, n);
             }
+            for (int q = 0; q < R.value; ++q)
+                store(full, dx + (r + q) * stride + i, diff_src1<kLo>(v[q], g[q], mh, ml, k1, k2, a), n);
         });
     }
     static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
@@ -408,10 +409,9 @@ struct BatchNormKernels {
                            const ElementwiseCoefs& k) {
         for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
             const f32 a = Ops::load(k.a + i);
-            for (int q = 0; q < R.value; ++q) {
-                const int64_t at = (r + q) * stride + i;
-                store(full, dx + at, load(full, dy + at, n) * a, n);
-            }
+            f32 g[R.value];
+            for (int q = 0; q < R.value; ++q) g[q] = load(full, dy + (r + q) * stride + i, n);
+            for (int q = 0; q < R.value; ++q) store(full, dx + (r + q) * stride + i, g[q] * a, n);
         });
     }
 
