@@ -93,8 +93,11 @@ struct Geometry {
         width = C * rep;
         tile = rep > 1 ? width : std::min(C, kTile);
         tiles = (width + tile - 1) / tile;
-        block_rows = rep * std::max<int64_t>(1, kBlockLanes / tile);
-        blocks = (M + block_rows - 1) / block_rows;
+        // Blocks of at most kBlockLanes lane-values, all about the same size.
+        const int64_t max_rows = rep * std::max<int64_t>(1, kBlockLanes / tile);
+        blocks = (M + max_rows - 1) / max_rows;
+        block_rows = round_up((M + blocks - 1) / std::max<int64_t>(1, blocks), rep);
+        blocks = (M + block_rows - 1) / std::max<int64_t>(1, block_rows);
     }
 
     int64_t items() const { return rows_path ? blocks * tiles : C * pieces; }
@@ -359,12 +362,21 @@ void elementwise_all(const ExecConfig& config, const Geometry& g, const CoefArra
         });
         return;
     }
-    config.threads.parallel_for(g.items(), [&](int64_t begin, int64_t end) {
+    // Rows: items of about kPiece values (whole lane rows, one tile), finer than the
+    // reduction blocks so that every thread gets an even share; element-wise results do
+    // not depend on the items.
+    const int64_t stride = g.rep > 1 ? g.width : g.C;
+    const int64_t lane_rows = g.M * g.C / stride;
+    const int64_t tail = g.M * g.C - lane_rows * stride; // a last, partial lane row (rep > 1)
+    const int64_t chunk = std::max<int64_t>(1, kPiece / g.tile);
+    const int64_t chunks = std::max<int64_t>(1, (lane_rows + chunk - 1) / chunk);
+    config.threads.parallel_for(chunks * g.tiles, [&](int64_t begin, int64_t end) {
         for (int64_t item = begin; item < end; ++item) {
-            const Geometry::RowsItem r = g.rows_item(item);
-            const ElementwiseCoefs k = coefs.at(r.lane0);
-            rows(r.full, k);
-            if (r.tail.rows > 0) rows(r.tail, k);
+            const int64_t q = item / g.tiles, lane0 = (item % g.tiles) * g.tile;
+            const int64_t r0 = q * chunk, r1 = std::min(lane_rows, r0 + chunk);
+            const ElementwiseCoefs k = coefs.at(lane0);
+            rows(Run{r0 * stride + lane0, r1 - r0, std::min(g.tile, g.width - lane0), stride}, k);
+            if (q == chunks - 1 && tail > 0) rows(Run{lane_rows * stride, 1, tail, stride}, k);
         }
     });
 }
