@@ -96,8 +96,8 @@ struct Geometry {
         // Blocks of at most kBlockLanes lane-values, all about the same size.
         const int64_t max_rows = rep * std::max<int64_t>(1, kBlockLanes / tile);
         blocks = (M + max_rows - 1) / max_rows;
-        block_rows = round_up((M + blocks - 1) / std::max<int64_t>(1, blocks), rep);
-        blocks = (M + block_rows - 1) / std::max<int64_t>(1, block_rows);
+        block_rows = blocks > 0 ? round_up((M + blocks - 1) / blocks, rep) : max_rows;
+        blocks = (M + block_rows - 1) / block_rows;
     }
 
     int64_t items() const { return rows_path ? blocks * tiles : C * pieces; }

@@ -247,6 +247,16 @@ struct BatchNormKernels {
         return ((dy - k1) - centered<kLo>(x, mh, ml) * k2) * a;
     }
 
+    // Calls f(std::true_type) when the coefficients have a mean_lo, f(std::false_type)
+    // otherwise; f only forwards to a kernel instantiated for that case.
+    template <class F>
+    static void with_lo(const ElementwiseCoefs& k, F&& f) {
+        if (k.mean_lo)
+            f(std::true_type{});
+        else
+            f(std::false_type{});
+    }
+
     static float lo_at(const ElementwiseCoefs& k, int64_t c) { return k.mean_lo ? k.mean_lo[c] : 0.0f; }
     static f32 lo_load(const ElementwiseCoefs& k, int64_t i) {
         return k.mean_lo ? Ops::load(k.mean_lo + i) : Ops::splat(0.0f);
@@ -289,10 +299,7 @@ struct BatchNormKernels {
     }
     static void normalize_seg(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
                               const ElementwiseCoefs& k, int64_t coef_step) {
-        if (k.mean_lo)
-            normalize_seg_impl<true>(x, y, rows, len, stride, k, coef_step);
-        else
-            normalize_seg_impl<false>(x, y, rows, len, stride, k, coef_step);
+        with_lo(k, [&](auto lo) { normalize_seg_impl<lo.value>(x, y, rows, len, stride, k, coef_step); });
     }
 
     // Narrow rows: the coefficients stay in registers while the rows stream by.
@@ -331,17 +338,12 @@ struct BatchNormKernels {
     }
     static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
                                const ElementwiseCoefs& k) {
-        if (width <= kTile) {
-            if (k.mean_lo)
-                normalize_narrow_rows<true>(x, y, rows, width, stride, k);
+        with_lo(k, [&](auto lo) {
+            if (width <= kTile)
+                normalize_narrow_rows<lo.value>(x, y, rows, width, stride, k);
             else
-                normalize_narrow_rows<false>(x, y, rows, width, stride, k);
-        } else {
-            if (k.mean_lo)
-                normalize_wide_rows<true>(x, y, rows, width, stride, k);
-            else
-                normalize_wide_rows<false>(x, y, rows, width, stride, k);
-        }
+                normalize_wide_rows<lo.value>(x, y, rows, width, stride, k);
+        });
     }
 
     template <bool kLo>
@@ -363,10 +365,7 @@ struct BatchNormKernels {
     }
     static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
                              int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
-        if (k.mean_lo)
-            diff_src_seg_impl<true>(x, dy, dx, rows, len, stride, k, coef_step);
-        else
-            diff_src_seg_impl<false>(x, dy, dx, rows, len, stride, k, coef_step);
+        with_lo(k, [&](auto lo) { diff_src_seg_impl<lo.value>(x, dy, dx, rows, len, stride, k, coef_step); });
     }
 
     template <bool kLo>
@@ -386,10 +385,7 @@ struct BatchNormKernels {
     }
     static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
                               int64_t stride, const ElementwiseCoefs& k) {
-        if (k.mean_lo)
-            diff_src_rows_impl<true>(x, dy, dx, rows, width, stride, k);
-        else
-            diff_src_rows_impl<false>(x, dy, dx, rows, width, stride, k);
+        with_lo(k, [&](auto lo) { diff_src_rows_impl<lo.value>(x, dy, dx, rows, width, stride, k); });
     }
 
     static void scale_seg(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
