@@ -709,6 +709,34 @@ TEST_CASE("numerics: huge (1e6 +- 1e3) and tiny (1e-6 +- 1e-7) channels in one t
     print_table("huge and tiny channels", table);
 }
 
+TEST_CASE("numerics: spread 1e-17 (squares far under float's usual range) and spiky channels") {
+    // The reductions form their terms in float and check the sums (core/moments.hpp;
+    // test_moments.cpp tests the checks themselves). Squares ~1e-34 are under the
+    // average-term floor: those blocks are summed again with double terms. With every
+    // 32nd value +1e4, a pivot sampled on spikes sits ~5.6 standard deviations from the
+    // mean. Either way the results must match the reference like any other case.
+    Table table;
+    run_hard_case(
+        "1e-16 +- 1e-17", table,
+        [](const ref::Shape& sh, uint64_t seed) {
+            Data d = make_data(sh, [](int64_t) { return 1e-16; }, [](int64_t) { return 1e-17; }, seed);
+            d.eps = 1e-38f;
+            return d;
+        },
+        CheckOptions{}, [](nk_context*, const Data&, const Outputs&) {});
+    run_hard_case(
+        "spikes", table,
+        [](const ref::Shape& sh, uint64_t seed) {
+            Data d = make_data(sh, [](int64_t c) { return c % 2 ? 1e3 : 0.0; }, [](int64_t) { return 1.0; }, seed);
+            int64_t k = 0;
+            for (int64_t c = 0; c < sh.c; ++c)
+                ref::for_channel(sh, c, [&](int64_t i) { d.src[size_t(i)] += (k++ % 32 == 0) ? 1e4f : 0.0f; });
+            return d;
+        },
+        CheckOptions{}, [](nk_context*, const Data&, const Outputs&) {});
+    print_table("spread 1e-17, spikes", table);
+}
+
 TEST_CASE("numerics: inference with given statistics at offset 1e6") {
     // Given statistics that are not the batch's own (as running estimates are not).
     Table table;

@@ -174,18 +174,34 @@ struct PartialSums {
     double s1 = 0, s2 = 0, center = 0, count = 0;
 };
 
-// The two kinds of per-item reduction, each with its seg and rows kernels.
+// The two kinds of per-item reduction, each with its seg and rows kernels in both
+// precisions, the pivot they take and the check of their float-term sums (moments.hpp).
 struct StatsReduction {
     const BatchNormKernelTable& k;
     const float* src;
-    float seg_center(const Run& r, int64_t) const { return src[r.offset]; }
-    float rows_center(int64_t row0, int64_t C, int64_t c) const { return src[row0 * C + c]; }
-    void seg(const Run& r, float center, double* a1, double* a2) const {
-        k.stats_seg(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    // The pivot: the mean of 4 values spread over the block (near the mean, so that the
+    // float terms cancel little), rounded to float.
+    float seg_center(const Run& r, int64_t) const {
+        const int64_t count = r.rows * r.len;
+        double sum = 0;
+        for (int64_t q = 0; q < 4; ++q) {
+            const int64_t i = q * count / 4;
+            sum += src[r.offset + i / r.len * r.stride + i % r.len];
+        }
+        return float(sum / 4);
     }
-    void rows(const Run& r, const float* center, double* a1, double* a2) const {
-        k.stats_rows(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    float rows_center(int64_t row0, int64_t rows, int64_t C, int64_t c) const {
+        double sum = 0;
+        for (int64_t q = 0; q < 4; ++q) sum += src[(row0 + q * rows / 4) * C + c];
+        return float(sum / 4);
     }
+    void seg(const Run& r, float center, double* a1, double* a2, bool dbl) const {
+        (dbl ? k.stats_seg_double : k.stats_seg)(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    }
+    void rows(const Run& r, const float* center, double* a1, double* a2, bool dbl) const {
+        (dbl ? k.stats_rows_double : k.stats_rows)(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    }
+    static bool trusted(double count, double s1, double s2) { return stats_sums_trusted(count, s1, s2); }
 };
 
 struct GradReduction {
@@ -194,26 +210,32 @@ struct GradReduction {
     const float* diff_dst;
     const float* mean;
     float seg_center(const Run&, int64_t c) const { return mean[c]; }
-    float rows_center(int64_t, int64_t, int64_t c) const { return mean[c]; }
-    void seg(const Run& r, float center, double* a1, double* a2) const {
-        k.grad_seg(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    float rows_center(int64_t, int64_t, int64_t, int64_t c) const { return mean[c]; }
+    void seg(const Run& r, float center, double* a1, double* a2, bool dbl) const {
+        (dbl ? k.grad_seg_double : k.grad_seg)(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride,
+                                               center, a1, a2);
     }
-    void rows(const Run& r, const float* center, double* a1, double* a2) const {
-        k.grad_rows(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride, center, a1, a2);
+    void rows(const Run& r, const float* center, double* a1, double* a2, bool dbl) const {
+        (dbl ? k.grad_rows_double : k.grad_rows)(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride,
+                                                 center, a1, a2);
     }
+    static bool trusted(double count, double s1, double s2) { return grad_sums_trusted(count, s1, s2); }
 };
 
+// One piece's sums: float terms, or double terms when those are not trusted.
 template <class Reduction>
 PartialSums reduce_piece(const Geometry& g, const Reduction& red, int64_t c, int64_t p) {
-    double acc1[16] = {}, acc2[16] = {};
     const Run r = g.piece(c, p);
-    const float center = red.seg_center(r, c);
-    red.seg(r, center, acc1, acc2);
     PartialSums s;
-    s.center = center;
-    s.s1 = fold16(acc1);
-    s.s2 = fold16(acc2);
+    s.center = red.seg_center(r, c);
     s.count = double(r.rows * r.len);
+    for (bool dbl : {false, true}) {
+        double acc1[16] = {}, acc2[16] = {};
+        red.seg(r, float(s.center), acc1, acc2, dbl);
+        s.s1 = fold16(acc1);
+        s.s2 = fold16(acc2);
+        if (red.trusted(s.count, s.s1, s.s2)) break;
+    }
     return s;
 }
 
@@ -237,12 +259,19 @@ void reduce_piece_group(const Geometry& g, const Reduction& red, int64_t p, int6
     for (int64_t n = n0; n < n1; ++n)
         for (int64_t c = c0; c < c1; ++c) {
             const size_t j = size_t(c - c0);
-            red.seg({(n * g.C + c) * g.S, 1, g.S, g.S}, w.center[j], &w.acc1[16 * j], &w.acc2[16 * j]);
+            red.seg({(n * g.C + c) * g.S, 1, g.S, g.S}, w.center[j], &w.acc1[16 * j], &w.acc2[16 * j], false);
         }
+    const double count = double((n1 - n0) * g.S);
     for (int64_t c = c0; c < c1; ++c) {
         const size_t j = size_t(c - c0);
-        out[(c - c0) * out_step] = {fold16(&w.acc1[16 * j]), fold16(&w.acc2[16 * j]), w.center[j],
-                                    double((n1 - n0) * g.S)};
+        PartialSums s{fold16(&w.acc1[16 * j]), fold16(&w.acc2[16 * j]), w.center[j], count};
+        if (!red.trusted(count, s.s1, s.s2)) {
+            double acc1[16] = {}, acc2[16] = {};
+            red.seg(g.piece(c, p), w.center[j], acc1, acc2, true);
+            s.s1 = fold16(acc1);
+            s.s2 = fold16(acc2);
+        }
+        out[(c - c0) * out_step] = s;
     }
 }
 
@@ -259,25 +288,33 @@ template <class Reduction>
 void reduce_rows_item(const Geometry& g, const Reduction& red, int64_t item, RowsScratch& w,
                       PartialSums* out) {
     const Geometry::RowsItem r = g.rows_item(item);
-    std::fill(w.acc1.begin(), w.acc1.end(), 0.0);
-    std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
     std::fill(w.center.begin(), w.center.end(), 0.0f);
     // Lane j holds channel (lane0 + j) % C: lane0 is 0 when rep > 1, and lanes < C otherwise.
     for (int64_t j = 0, c = r.lane0; j < r.full.len; ++j, c = (c + 1 == g.C ? 0 : c + 1))
-        w.center[j] = red.rows_center(r.row0, g.C, c);
-    red.rows(r.full, w.center.data(), w.acc1.data(), w.acc2.data());
-    if (r.tail.rows > 0) red.rows(r.tail, w.center.data(), w.acc1.data(), w.acc2.data());
-    // Lanes holding the same channel are added in lane order.
+        w.center[j] = red.rows_center(r.row0, r.rows, g.C, c);
     const int64_t channels = g.rep > 1 ? g.C : r.full.len;
-    for (int64_t j = 0; j < channels; ++j) {
-        PartialSums s;
-        for (int64_t l = j; l < r.full.len; l += g.C) {
-            s.s1 += w.acc1[l];
-            s.s2 += w.acc2[l];
+    // Float terms for every lane; double terms again for the whole item when a channel's
+    // sums are not trusted, but kept only for such channels (a channel's sums depend on
+    // its own data alone).
+    bool redo = false;
+    for (bool dbl : {false, true}) {
+        std::fill(w.acc1.begin(), w.acc1.end(), 0.0);
+        std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
+        red.rows(r.full, w.center.data(), w.acc1.data(), w.acc2.data(), dbl);
+        if (r.tail.rows > 0) red.rows(r.tail, w.center.data(), w.acc1.data(), w.acc2.data(), dbl);
+        for (int64_t j = 0; j < channels; ++j) {
+            PartialSums& s = out[r.block * g.C + r.lane0 + j];
+            if (dbl && red.trusted(s.count, s.s1, s.s2)) continue;
+            s = PartialSums{};
+            for (int64_t l = j; l < r.full.len; l += g.C) { // lanes of one channel, in lane order
+                s.s1 += w.acc1[l];
+                s.s2 += w.acc2[l];
+            }
+            s.center = w.center[j];
+            s.count = double(r.rows);
+            redo = redo || !red.trusted(s.count, s.s1, s.s2);
         }
-        s.center = w.center[j];
-        s.count = double(r.rows);
-        out[r.block * g.C + r.lane0 + j] = s;
+        if (!redo) break;
     }
 }
 

@@ -6,7 +6,8 @@
 //  - "rows": runs of `width` lanes (channels-last, NC); lane = position in the run,
 //    so each lane is one channel (or one copy of a channel when short rows are packed
 //    together); coefficients are per-lane arrays.
-// Reduction lanes accumulate in double, in run order, identically on every ISA.
+// Reduction lanes accumulate in run order, identically on every ISA: terms in float
+// flushed into double sums at fixed points, or (the *_double kernels) terms in double.
 #pragma once
 
 #include <cstdint>
@@ -30,18 +31,29 @@ struct ElementwiseCoefs {
     const float* k2;
 };
 
+// Reductions over the runs of one item into 16 (seg) or `width` (rows) double lanes.
+using StatsSegFn = void (*)(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
+                            double* acc1, double* acc2);
+using StatsRowsFn = void (*)(const float* x, int64_t rows, int64_t width, int64_t stride,
+                             const float* pivot, double* acc1, double* acc2);
+using GradSegFn = void (*)(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
+                           float mean, double* acc1, double* acc2);
+using GradRowsFn = void (*)(const float* x, const float* dy, int64_t rows, int64_t width,
+                            int64_t stride, const float* mean, double* acc1, double* acc2);
+
 struct BatchNormKernelTable {
-    // acc1 += x - pivot, acc2 += (x - pivot)^2 (16 lanes).
-    void (*stats_seg)(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
-                      double* acc1, double* acc2);
-    // Per lane j: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
-    void (*stats_rows)(const float* x, int64_t rows, int64_t width, int64_t stride,
-                       const float* pivot, double* acc1, double* acc2);
-    // acc1 += dy, acc2 += dy * (x - mean) (16 lanes).
-    void (*grad_seg)(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                     float mean, double* acc1, double* acc2);
-    void (*grad_rows)(const float* x, const float* dy, int64_t rows, int64_t width,
-                      int64_t stride, const float* mean, double* acc1, double* acc2);
+    // acc1 += x - pivot, acc2 += (x - pivot)^2; seg: 16 lanes, rows: lane j has pivot[j].
+    StatsSegFn stats_seg;
+    StatsRowsFn stats_rows;
+    // acc1 += dy, acc2 += dy * (x - mean).
+    GradSegFn grad_seg;
+    GradRowsFn grad_rows;
+    // The same four with every term in double, for blocks whose float-term sums fail the
+    // checks of core/moments.hpp (out of float range, or a pivot far from the mean).
+    StatsSegFn stats_seg_double;
+    StatsRowsFn stats_rows_double;
+    GradSegFn grad_seg_double;
+    GradRowsFn grad_rows_double;
 
     // Seg element-wise: run r uses coefficients [r * coef_step].
     void (*normalize_seg)(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,

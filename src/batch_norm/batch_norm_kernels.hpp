@@ -95,10 +95,267 @@ struct BatchNormKernels {
     }
 
     // ---- reductions ----
+    //
+    // Each reduction comes in two precisions:
+    //  - float terms (stats_seg, grad_seg, stats_rows, grad_rows): the terms (x - pivot and
+    //    its square; dy and dy * (x - mean)) are formed and added in float for at most
+    //    kFlushSteps steps, then the float partial is widened and added to the lane's double
+    //    sum. Half the arithmetic of double terms. Accurate while the terms stay in float's
+    //    normal range and the pivot is near the mean; the planner checks both on the result
+    //    (moments.hpp) and otherwise redoes the block with
+    //  - double terms (*_double): x and dy widened first, every term in double.
+    // A step is 16 values of a run (seg) or one row (rows), flushes come every kFlushSteps
+    // steps and at the end of every run and call: like the lanes, they do not depend on the
+    // vector width.
+    static constexpr int64_t kFlushSteps = 8;
+    static constexpr int kR = int(kLanes / kF32); // float registers per 16 lanes
+
+    // kR floats from p; a partial step has valid lanes [0, n) and `fill` in the others.
+    template <class IsFull>
+    static void load16(IsFull, const float* p, int64_t n, f32 fill, f32* v) {
+        for (int j = 0; j < kR; ++j) {
+            if constexpr (IsFull::value) {
+                v[j] = Ops::load(p + j * kF32);
+            } else {
+                const int64_t valid = n - j * kF32;
+                v[j] = valid >= kF32 ? Ops::load(p + j * kF32) : valid > 0 ? Ops::load_n(p + j * kF32, valid, fill) : fill;
+            }
+        }
+    }
+
+    // s[16 lanes] += widened (even + odd).
+    static void flush16(const f32* even, const f32* odd, f64* s) {
+        for (int j = 0; j < kR; ++j) {
+            const f32 t = even[j] + odd[j];
+            if constexpr (kF32 == kF64) {
+                s[j] = s[j] + f64(t);
+            } else {
+                f64 lo, hi;
+                Ops::widen(t, lo, hi);
+                s[2 * j] = s[2 * j] + lo;
+                s[2 * j + 1] = s[2 * j + 1] + hi;
+            }
+        }
+    }
+
+    // 16-lane float-term sums over `rows` runs of `len` values. begin_run(r) is called
+    // before run r; terms(full, i, t1, t2) forms the two terms of the 16 values at position
+    // i of the run (0 past its end). Even and odd steps add into separate float partials
+    // (two dependency chains). Inlined: the terms must not go through memory.
+    template <class BeginRun, class Terms>
+    [[gnu::always_inline]] static void seg_sums(int64_t rows, int64_t len, double* acc1, double* acc2,
+                                                BeginRun&& begin_run, Terms&& terms) {
+        f64 s1[kD], s2[kD];
+        for (int m = 0; m < kD; ++m) {
+            s1[m] = Ops::loadd(acc1 + m * kF64);
+            s2[m] = Ops::loadd(acc2 + m * kF64);
+        }
+        auto add = [&](auto full, int64_t i, f32* a1, f32* a2) {
+            f32 t1[kR], t2[kR];
+            terms(full, i, t1, t2);
+            for (int j = 0; j < kR; ++j) {
+                a1[j] = a1[j] + t1[j];
+                a2[j] = a2[j] + t2[j];
+            }
+        };
+        auto add_tail = [&](int64_t i, f32* a1, f32* a2) {
+            if (i + kLanes <= len)
+                add(Full{}, i, a1, a2);
+            else
+                add(Part{}, i, a1, a2);
+        };
+        constexpr int64_t kBlock = kFlushSteps * kLanes;
+        for (int64_t r = 0; r < rows; ++r) {
+            begin_run(r);
+            for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
+                f32 e1[kR], e2[kR], o1[kR], o2[kR];
+                for (int j = 0; j < kR; ++j) e1[j] = e2[j] = o1[j] = o2[j] = Ops::splat(0.0f);
+                const int64_t end = std::min(len, i0 + kBlock);
+                int64_t i = i0;
+                for (; i + 2 * kLanes <= end; i += 2 * kLanes) {
+                    add(Full{}, i, e1, e2);
+                    add(Full{}, i + kLanes, o1, o2);
+                }
+                if (i < end) add_tail(i, e1, e2);
+                if (i + kLanes < end) add_tail(i + kLanes, o1, o2);
+                flush16(e1, o1, s1);
+                flush16(e2, o2, s2);
+            }
+        }
+        for (int m = 0; m < kD; ++m) {
+            Ops::stored(acc1 + m * kF64, s1[m]);
+            Ops::stored(acc2 + m * kF64, s2[m]);
+        }
+    }
 
     // Per run r: 16 lanes, lane = position mod 16. acc1 += x - pivot, acc2 += (x - pivot)^2.
     static void stats_seg(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
                           double* acc1, double* acc2) {
+        const f32 p = Ops::splat(pivot); // lanes past the data: x - pivot = 0
+        const float* xr = x;
+        seg_sums(
+            rows, len, acc1, acc2,
+            [&](int64_t r) {
+                xr = x + r * stride;
+                prefetch_run(x, r, rows, len, stride);
+            },
+            [&](auto full, int64_t i, f32* t1, f32* t2) {
+                prefetch_ahead(xr + i);
+                f32 v[kR];
+                load16(full, xr + i, len - i, p, v);
+                for (int j = 0; j < kR; ++j) {
+                    t1[j] = v[j] - p;
+                    t2[j] = t1[j] * t1[j];
+                }
+            });
+    }
+
+    // acc1 += dy, acc2 += dy * (x - mean), 16 lanes per run as in stats_seg.
+    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
+                         float mean, double* acc1, double* acc2) {
+        const f32 mu = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
+        const float *xr = x, *gr = dy;
+        seg_sums(
+            rows, len, acc1, acc2,
+            [&](int64_t r) {
+                xr = x + r * stride;
+                gr = dy + r * stride;
+                prefetch_run(x, r, rows, len, stride);
+                prefetch_run(dy, r, rows, len, stride);
+            },
+            [&](auto full, int64_t i, f32* t1, f32* t2) {
+                prefetch_ahead(xr + i);
+                prefetch_ahead(gr + i);
+                f32 v[kR];
+                load16(full, xr + i, len - i, mu, v);
+                load16(full, gr + i, len - i, zero, t1);
+                for (int j = 0; j < kR; ++j) t2[j] = t1[j] * (v[j] - mu);
+            });
+    }
+
+    // s[kTile lanes] += widened a.
+    static void flush_tile(const f32* a, f64* s) {
+        for (int j = 0; j < kTileF32; ++j) {
+            if constexpr (kF32 == kF64) {
+                s[j] = s[j] + f64(a[j]);
+            } else {
+                f64 lo, hi;
+                Ops::widen(a[j], lo, hi);
+                s[2 * j] = s[2 * j] + lo;
+                s[2 * j + 1] = s[2 * j + 1] + hi;
+            }
+        }
+    }
+
+    // Register j of a tile row: lanes [j kF32, (j + 1) kF32) at row; a partial tile has
+    // valid lanes [0, n) and `fill` in the others.
+    template <class IsFull>
+    static f32 tile_register(IsFull, const float* row, int j, int64_t n, f32 fill) {
+        if constexpr (IsFull::value) return Ops::load(row + j * kF32);
+        const int64_t valid = n - j * kF32;
+        return valid >= kF32 ? Ops::load(row + j * kF32) : valid > 0 ? Ops::load_n(row + j * kF32, valid, fill) : fill;
+    }
+
+    // The rows reductions walk one tile of lanes down the rows (prefetching its strip
+    // kRowsAhead rows on), the double sums in registers. Each lane sums its float terms
+    // over blocks of kFlushSteps rows (rows [r0, r1) below) and adds the block partial
+    // to its double sum.
+    template <class IsFull>
+    static void stats_rows_block(IsFull full, const float* x, int64_t r0, int64_t r1, int64_t rows,
+                                 int64_t stride, int64_t n, const float* pivot, f64* s1, f64* s2) {
+        f32 p[kTileF32], a1[kTileF32], a2[kTileF32];
+        for (int j = 0; j < kTileF32; ++j) {
+            p[j] = Ops::load(pivot + j * kF32);
+            a1[j] = a2[j] = Ops::splat(0.0f);
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            if (r + kRowsAhead < rows) prefetch_strip(x + (r + kRowsAhead) * stride, std::min(n, kTile));
+            const float* xr = x + r * stride;
+            for (int j = 0; j < kTileF32; ++j) {
+                const f32 d = tile_register(full, xr, j, n, p[j]) - p[j]; // past the data: 0
+                a1[j] = a1[j] + d;
+                a2[j] = a2[j] + d * d;
+            }
+        }
+        flush_tile(a1, s1);
+        flush_tile(a2, s2);
+    }
+
+    template <class IsFull>
+    static void grad_rows_block(IsFull full, const float* x, const float* dy, int64_t r0, int64_t r1,
+                                int64_t rows, int64_t stride, int64_t n, const float* mean, f64* s1, f64* s2) {
+        const f32 zero = Ops::splat(0.0f);
+        f32 mu[kTileF32], a1[kTileF32], a2[kTileF32];
+        for (int j = 0; j < kTileF32; ++j) {
+            mu[j] = Ops::load(mean + j * kF32);
+            a1[j] = a2[j] = Ops::splat(0.0f);
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            if (r + kRowsAhead < rows) {
+                prefetch_strip(x + (r + kRowsAhead) * stride, std::min(n, kTile));
+                prefetch_strip(dy + (r + kRowsAhead) * stride, std::min(n, kTile));
+            }
+            const float* xr = x + r * stride;
+            const float* gr = dy + r * stride;
+            for (int j = 0; j < kTileF32; ++j) {
+                // Past the data: dy = 0 and x = mean, so the lane adds exactly 0.
+                const f32 g = tile_register(full, gr, j, n, zero);
+                a1[j] = a1[j] + g;
+                a2[j] = a2[j] + g * (tile_register(full, xr, j, n, mu[j]) - mu[j]);
+            }
+        }
+        flush_tile(a1, s1);
+        flush_tile(a2, s2);
+    }
+
+    // Calls block(full, j0, n, r0, r1, s1, s2) for every tile and block of rows with the
+    // double sums of the tile's lanes.
+    template <class Block>
+    static void rows_blocks(int64_t rows, int64_t width, double* acc1, double* acc2, Block&& block) {
+        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
+            f64 s1[kTileD], s2[kTileD];
+            for (int m = 0; m < kTileD; ++m) {
+                s1[m] = Ops::loadd(acc1 + j0 + m * kF64);
+                s2[m] = Ops::loadd(acc2 + j0 + m * kF64);
+            }
+            const int64_t n = width - j0;
+            for (int64_t r0 = 0; r0 < rows; r0 += kFlushSteps) {
+                if (n >= kTile)
+                    block(Full{}, j0, n, r0, std::min(rows, r0 + kFlushSteps), s1, s2);
+                else
+                    block(Part{}, j0, n, r0, std::min(rows, r0 + kFlushSteps), s1, s2);
+            }
+            for (int m = 0; m < kTileD; ++m) {
+                Ops::stored(acc1 + j0 + m * kF64, s1[m]);
+                Ops::stored(acc2 + j0 + m * kF64, s2[m]);
+            }
+        }
+    }
+
+    // Per lane j < width: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
+    // Lane arrays are padded to whole tiles; lanes past width read their own pivot and add 0.
+    static void stats_rows(const float* x, int64_t rows, int64_t width, int64_t stride,
+                           const float* pivot, double* acc1, double* acc2) {
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                     f64* s1, f64* s2) {
+            stats_rows_block(full, x + j0, r0, r1, rows, stride, n, pivot + j0, s1, s2);
+        });
+    }
+
+    // Per lane j < width: acc1[j] += dy, acc2[j] += dy * (x - mean[j]).
+    static void grad_rows(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
+                          const float* mean, double* acc1, double* acc2) {
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                     f64* s1, f64* s2) {
+            grad_rows_block(full, x + j0, dy + j0, r0, r1, rows, stride, n, mean + j0, s1, s2);
+        });
+    }
+
+    // ---- the same reductions with double terms ----
+
+    // Per run r: 16 lanes, lane = position mod 16. acc1 += x - pivot, acc2 += (x - pivot)^2.
+    static void stats_seg_double(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
+                                 double* acc1, double* acc2) {
         f64 s1[kD], s2[kD];
         for (int m = 0; m < kD; ++m) {
             s1[m] = Ops::loadd(acc1 + m * kF64);
@@ -109,9 +366,7 @@ struct BatchNormKernels {
         auto fill_of = [&](int) { return fill; };
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
-            prefetch_run(x, r, rows, len, stride);
             for (int64_t i = 0; i < len; i += kLanes) {
-                prefetch_ahead(xr + i);
                 f64 v[kD];
                 load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_of, v);
                 for (int m = 0; m < kD; ++m) {
@@ -127,9 +382,8 @@ struct BatchNormKernels {
         }
     }
 
-    // acc1 += dy, acc2 += dy * (x - mean), 16 lanes per run as in stats_seg.
-    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                         float mean, double* acc1, double* acc2) {
+    static void grad_seg_double(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
+                                float mean, double* acc1, double* acc2) {
         f64 s1[kD], s2[kD];
         for (int m = 0; m < kD; ++m) {
             s1[m] = Ops::loadd(acc1 + m * kF64);
@@ -142,11 +396,7 @@ struct BatchNormKernels {
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
-            prefetch_run(x, r, rows, len, stride);
-            prefetch_run(dy, r, rows, len, stride);
             for (int64_t i = 0; i < len; i += kLanes) {
-                prefetch_ahead(xr + i);
-                prefetch_ahead(gr + i);
                 f64 v[kD], g[kD];
                 load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_x, v);
                 load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
@@ -162,10 +412,8 @@ struct BatchNormKernels {
         }
     }
 
-    // Per lane j < width: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
-    // Lane arrays are padded to whole tiles; lanes past width read their own pivot and add 0.
-    static void stats_rows(const float* x, int64_t rows, int64_t width, int64_t stride,
-                           const float* pivot, double* acc1, double* acc2) {
+    static void stats_rows_double(const float* x, int64_t rows, int64_t width, int64_t stride,
+                                  const float* pivot, double* acc1, double* acc2) {
         for (int64_t j0 = 0; j0 < width; j0 += kTile) {
             const int64_t n = width - j0;
             f64 s1[kTileD], s2[kTileD], p[kTileD];
@@ -176,7 +424,6 @@ struct BatchNormKernels {
             auto fill = [&](int j) { return Ops::load(pivot + j0 + j * kF32); };
             load_widen<kTileF32>(pivot + j0, kTile, fill, p);
             for (int64_t r = 0; r < rows; ++r) {
-                if (r + kRowsAhead < rows) prefetch_strip(x + (r + kRowsAhead) * stride + j0, std::min(n, kTile));
                 f64 v[kTileD];
                 load_widen<kTileF32>(x + r * stride + j0, n, fill, v);
                 for (int m = 0; m < kTileD; ++m) {
@@ -192,8 +439,8 @@ struct BatchNormKernels {
         }
     }
 
-    static void grad_rows(const float* x, const float* dy, int64_t rows, int64_t width,
-                          int64_t stride, const float* mean, double* acc1, double* acc2) {
+    static void grad_rows_double(const float* x, const float* dy, int64_t rows, int64_t width,
+                                 int64_t stride, const float* mean, double* acc1, double* acc2) {
         const f32 zero = Ops::splat(0.0f);
         auto fill_dy = [&](int) { return zero; };
         for (int64_t j0 = 0; j0 < width; j0 += kTile) {
@@ -207,10 +454,6 @@ struct BatchNormKernels {
             auto fill_x = [&](int j) { return Ops::load(mean + j0 + j * kF32); };
             load_widen<kTileF32>(mean + j0, kTile, fill_x, mu);
             for (int64_t r = 0; r < rows; ++r) {
-                if (r + kRowsAhead < rows) {
-                    prefetch_strip(x + (r + kRowsAhead) * stride + j0, std::min(n, kTile));
-                    prefetch_strip(dy + (r + kRowsAhead) * stride + j0, std::min(n, kTile));
-                }
                 f64 v[kTileD], g[kTileD];
                 load_widen<kTileF32>(x + r * stride + j0, n, fill_x, v);
                 load_widen<kTileF32>(dy + r * stride + j0, n, fill_dy, g);
@@ -416,8 +659,9 @@ struct BatchNormKernels {
 
 template <class Ops>
 const BatchNormKernelTable BatchNormKernels<Ops>::table = {
-    &stats_seg,      &stats_rows,   &grad_seg,      &grad_rows, &normalize_seg,
-    &normalize_rows, &diff_src_seg, &diff_src_rows, &scale_seg, &scale_rows,
+    &stats_seg,        &stats_rows,        &grad_seg,      &grad_rows,     &stats_seg_double,
+    &stats_rows_double, &grad_seg_double,  &grad_rows_double, &normalize_seg, &normalize_rows,
+    &diff_src_seg,     &diff_src_rows,     &scale_seg,     &scale_rows,
 };
 
 } // namespace nk

@@ -2,6 +2,7 @@
 // code (the planner), never into an ISA translation unit.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace nk {
@@ -24,6 +25,29 @@ inline Moments moments_from_shifted_sums(double count, double pivot, double s1, 
     m.m2 = s2 - s1 * d;
     if (m.m2 < 0) m.m2 = 0;
     return m;
+}
+
+// The reductions form their terms in float and flush float partials of a few terms
+// into double sums (batch_norm_kernels.hpp). The planner trusts such sums of a block only
+// when float could hold every term, and redoes the block with double terms otherwise:
+//  - range: an overflow leaves a non-finite sum. Terms under float's normal range
+//    (2^-126) lose digits, but at most 2^-149 each: negligible when the average |term| is
+//    at least kMinAverageTerm (2^-100). A smaller sum means tiny terms, or cancellation,
+//    or an all-zero block; the double terms are then only slower, never worse;
+//  - statistics only, cancellation: with the pivot at distance delta from the block's
+//    mean, s2 = M2 + n delta^2, and the float roundings of s2 (relative 2^-24 per term)
+//    reach M2 multiplied by s2 / M2. It may be at most kMaxCancellation.
+constexpr double kMinAverageTerm = 0x1p-100;
+constexpr double kMaxCancellation = 16;
+
+inline bool stats_sums_trusted(double count, double s1, double s2) {
+    if (!std::isfinite(s1) || !std::isfinite(s2) || !(s2 >= kMinAverageTerm * count)) return false;
+    const double m2 = s2 - s1 * (s1 / count);
+    return m2 * kMaxCancellation >= s2;
+}
+
+inline bool grad_sums_trusted(double count, double s1, double s2) {
+    return std::isfinite(s1) && std::isfinite(s2) && std::fabs(s2) >= kMinAverageTerm * count;
 }
 
 // Chan et al. merge of two disjoint blocks (the batched form of Welford's update).
