@@ -48,20 +48,19 @@ struct BatchNormKernels {
             Ops::store_n(p, v, n);
     }
 
-    // `count` float registers from p as doubles (lane order kept): valid lanes [0, n),
-    // the others taken from fill(j), the j-th register's fill values.
+    // Float register j widened into doubles v[j] (scalar) or v[2j], v[2j + 1] (lane order kept).
+    static void widen_into(f32 x, f64* v, int j) {
+        if constexpr (kF32 == kF64)
+            v[j] = f64(x);
+        else
+            Ops::widen(x, v[2 * j], v[2 * j + 1]);
+    }
+
+    // `count` float registers from p as doubles: valid lanes [0, n), the others taken
+    // from fill(j), the j-th register's fill values.
     template <int count, class Fill>
     static void load_widen(const float* p, int64_t n, Fill&& fill, f64* v) {
-        for (int j = 0; j < count; ++j) {
-            const int64_t valid = n - j * kF32;
-            const f32 x = valid >= kF32 ? Ops::load(p + j * kF32)
-                          : valid > 0   ? Ops::load_n(p + j * kF32, valid, fill(j))
-                                        : fill(j);
-            if constexpr (kF32 == kF64)
-                v[j] = f64(x);
-            else
-                Ops::widen(x, v[2 * j], v[2 * j + 1]);
-        }
+        for (int j = 0; j < count; ++j) widen_into(load_register(Part{}, p, j, n, fill(j)), v, j);
     }
 
     // Calls body(Full, i, kF32) for each whole register of a run of len floats and
@@ -110,32 +109,25 @@ struct BatchNormKernels {
     static constexpr int64_t kFlushSteps = 8;
     static constexpr int kR = int(kLanes / kF32); // float registers per 16 lanes
 
-    // kR floats from p; a partial step has valid lanes [0, n) and `fill` in the others.
+    // Register j of the lanes at p: lanes [j kF32, (j + 1) kF32); a partial step or tile
+    // has valid lanes [0, n) and `fill` in the others.
     template <class IsFull>
-    static void load16(IsFull, const float* p, int64_t n, f32 fill, f32* v) {
-        for (int j = 0; j < kR; ++j) {
-            if constexpr (IsFull::value) {
-                v[j] = Ops::load(p + j * kF32);
-            } else {
-                const int64_t valid = n - j * kF32;
-                v[j] = valid >= kF32 ? Ops::load(p + j * kF32) : valid > 0 ? Ops::load_n(p + j * kF32, valid, fill) : fill;
-            }
-        }
+    static f32 load_register(IsFull, const float* p, int j, int64_t n, f32 fill) {
+        if constexpr (IsFull::value) return Ops::load(p + j * kF32);
+        const int64_t valid = n - j * kF32;
+        return valid >= kF32 ? Ops::load(p + j * kF32) : valid > 0 ? Ops::load_n(p + j * kF32, valid, fill) : fill;
+    }
+    // The kR registers of 16 lanes.
+    template <class IsFull>
+    static void load16(IsFull full, const float* p, int64_t n, f32 fill, f32* v) {
+        for (int j = 0; j < kR; ++j) v[j] = load_register(full, p, j, n, fill);
     }
 
     // s[16 lanes] += widened (even + odd).
     static void flush16(const f32* even, const f32* odd, f64* s) {
-        for (int j = 0; j < kR; ++j) {
-            const f32 t = even[j] + odd[j];
-            if constexpr (kF32 == kF64) {
-                s[j] = s[j] + f64(t);
-            } else {
-                f64 lo, hi;
-                Ops::widen(t, lo, hi);
-                s[2 * j] = s[2 * j] + lo;
-                s[2 * j + 1] = s[2 * j + 1] + hi;
-            }
-        }
+        f64 w[kD];
+        for (int j = 0; j < kR; ++j) widen_into(even[j] + odd[j], w, j);
+        for (int m = 0; m < kD; ++m) s[m] = s[m] + w[m];
     }
 
     // 16-lane float-term sums over `rows` runs of `len` values. begin_run(r) is called
@@ -235,25 +227,9 @@ struct BatchNormKernels {
 
     // s[kTile lanes] += widened a.
     static void flush_tile(const f32* a, f64* s) {
-        for (int j = 0; j < kTileF32; ++j) {
-            if constexpr (kF32 == kF64) {
-                s[j] = s[j] + f64(a[j]);
-            } else {
-                f64 lo, hi;
-                Ops::widen(a[j], lo, hi);
-                s[2 * j] = s[2 * j] + lo;
-                s[2 * j + 1] = s[2 * j + 1] + hi;
-            }
-        }
-    }
-
-    // Register j of a tile row: lanes [j kF32, (j + 1) kF32) at row; a partial tile has
-    // valid lanes [0, n) and `fill` in the others.
-    template <class IsFull>
-    static f32 tile_register(IsFull, const float* row, int j, int64_t n, f32 fill) {
-        if constexpr (IsFull::value) return Ops::load(row + j * kF32);
-        const int64_t valid = n - j * kF32;
-        return valid >= kF32 ? Ops::load(row + j * kF32) : valid > 0 ? Ops::load_n(row + j * kF32, valid, fill) : fill;
+        f64 w[kTileD];
+        for (int j = 0; j < kTileF32; ++j) widen_into(a[j], w, j);
+        for (int m = 0; m < kTileD; ++m) s[m] = s[m] + w[m];
     }
 
     // The rows reductions walk one tile of lanes down the rows (prefetching its strip
@@ -272,7 +248,7 @@ struct BatchNormKernels {
             if (r + kRowsAhead < rows) prefetch_strip(x + (r + kRowsAhead) * stride, std::min(n, kTile));
             const float* xr = x + r * stride;
             for (int j = 0; j < kTileF32; ++j) {
-                const f32 d = tile_register(full, xr, j, n, p[j]) - p[j]; // past the data: 0
+                const f32 d = load_register(full, xr, j, n, p[j]) - p[j]; // past the data: 0
                 a1[j] = a1[j] + d;
                 a2[j] = a2[j] + d * d;
             }
@@ -299,9 +275,9 @@ struct BatchNormKernels {
             const float* gr = dy + r * stride;
             for (int j = 0; j < kTileF32; ++j) {
                 // Past the data: dy = 0 and x = mean, so the lane adds exactly 0.
-                const f32 g = tile_register(full, gr, j, n, zero);
+                const f32 g = load_register(full, gr, j, n, zero);
                 a1[j] = a1[j] + g;
-                a2[j] = a2[j] + g * (tile_register(full, xr, j, n, mu[j]) - mu[j]);
+                a2[j] = a2[j] + g * (load_register(full, xr, j, n, mu[j]) - mu[j]);
             }
         }
         flush_tile(a1, s1);
@@ -412,61 +388,57 @@ struct BatchNormKernels {
         }
     }
 
-    static void stats_rows_double(const float* x, int64_t rows, int64_t width, int64_t stride,
-                                  const float* pivot, double* acc1, double* acc2) {
-        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
-            const int64_t n = width - j0;
-            f64 s1[kTileD], s2[kTileD], p[kTileD];
+    // Rows [r0, r1) of a tile with every term in double, added straight to s.
+    template <class IsFull>
+    static void stats_rows_block_double(IsFull full, const float* x, int64_t r0, int64_t r1, int64_t stride,
+                                        int64_t n, const float* pivot, f64* s1, f64* s2) {
+        f64 p[kTileD];
+        for (int j = 0; j < kTileF32; ++j) widen_into(Ops::load(pivot + j * kF32), p, j);
+        for (int64_t r = r0; r < r1; ++r) {
+            f64 v[kTileD];
+            for (int j = 0; j < kTileF32; ++j) // past the data: the lane's pivot, adding 0
+                widen_into(load_register(full, x + r * stride, j, n, Ops::load(pivot + j * kF32)), v, j);
             for (int m = 0; m < kTileD; ++m) {
-                s1[m] = Ops::loadd(acc1 + j0 + m * kF64);
-                s2[m] = Ops::loadd(acc2 + j0 + m * kF64);
-            }
-            auto fill = [&](int j) { return Ops::load(pivot + j0 + j * kF32); };
-            load_widen<kTileF32>(pivot + j0, kTile, fill, p);
-            for (int64_t r = 0; r < rows; ++r) {
-                f64 v[kTileD];
-                load_widen<kTileF32>(x + r * stride + j0, n, fill, v);
-                for (int m = 0; m < kTileD; ++m) {
-                    const f64 d = v[m] - p[m];
-                    s1[m] = s1[m] + d;
-                    s2[m] = s2[m] + d * d;
-                }
-            }
-            for (int m = 0; m < kTileD; ++m) {
-                Ops::stored(acc1 + j0 + m * kF64, s1[m]);
-                Ops::stored(acc2 + j0 + m * kF64, s2[m]);
+                const f64 d = v[m] - p[m];
+                s1[m] = s1[m] + d;
+                s2[m] = s2[m] + d * d;
             }
         }
     }
 
-    static void grad_rows_double(const float* x, const float* dy, int64_t rows, int64_t width,
-                                 int64_t stride, const float* mean, double* acc1, double* acc2) {
+    template <class IsFull>
+    static void grad_rows_block_double(IsFull full, const float* x, const float* dy, int64_t r0, int64_t r1,
+                                       int64_t stride, int64_t n, const float* mean, f64* s1, f64* s2) {
         const f32 zero = Ops::splat(0.0f);
-        auto fill_dy = [&](int) { return zero; };
-        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
-            const int64_t n = width - j0;
-            f64 s1[kTileD], s2[kTileD], mu[kTileD];
-            for (int m = 0; m < kTileD; ++m) {
-                s1[m] = Ops::loadd(acc1 + j0 + m * kF64);
-                s2[m] = Ops::loadd(acc2 + j0 + m * kF64);
-            }
-            // Past the data: dy = 0 and x = mean, so the lane adds exactly 0.
-            auto fill_x = [&](int j) { return Ops::load(mean + j0 + j * kF32); };
-            load_widen<kTileF32>(mean + j0, kTile, fill_x, mu);
-            for (int64_t r = 0; r < rows; ++r) {
-                f64 v[kTileD], g[kTileD];
-                load_widen<kTileF32>(x + r * stride + j0, n, fill_x, v);
-                load_widen<kTileF32>(dy + r * stride + j0, n, fill_dy, g);
-                for (int m = 0; m < kTileD; ++m) {
-                    s1[m] = s1[m] + g[m];
-                    s2[m] = s2[m] + g[m] * (v[m] - mu[m]);
-                }
+        f64 mu[kTileD];
+        for (int j = 0; j < kTileF32; ++j) widen_into(Ops::load(mean + j * kF32), mu, j);
+        for (int64_t r = r0; r < r1; ++r) {
+            f64 v[kTileD], g[kTileD];
+            for (int j = 0; j < kTileF32; ++j) { // past the data: dy = 0 and x = mean, adding 0
+                widen_into(load_register(full, x + r * stride, j, n, Ops::load(mean + j * kF32)), v, j);
+                widen_into(load_register(full, dy + r * stride, j, n, zero), g, j);
             }
             for (int m = 0; m < kTileD; ++m) {
-                Ops::stored(acc1 + j0 + m * kF64, s1[m]);
-                Ops::stored(acc2 + j0 + m * kF64, s2[m]);
+                s1[m] = s1[m] + g[m];
+                s2[m] = s2[m] + g[m] * (v[m] - mu[m]);
             }
         }
+    }
+
+    static void stats_rows_double(const float* x, int64_t rows, int64_t width, int64_t stride,
+                                  const float* pivot, double* acc1, double* acc2) {
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                 f64* s1, f64* s2) {
+            stats_rows_block_double(full, x + j0, r0, r1, stride, n, pivot + j0, s1, s2);
+        });
+    }
+
+    static void grad_rows_double(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
+                                 const float* mean, double* acc1, double* acc2) {
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                 f64* s1, f64* s2) {
+            grad_rows_block_double(full, x + j0, dy + j0, r0, r1, stride, n, mean + j0, s1, s2);
+        });
     }
 
     // ---- element-wise passes: one formula each ----
