@@ -7,13 +7,14 @@
 #include "batch_norm/batch_norm.hpp"
 
 #include "batch_norm/batch_norm_kernel_table.hpp"
+#include "core/caches.hpp"
 #include "core/moments.hpp"
 #include "normkit/normkit.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -39,13 +40,7 @@ const BatchNormKernelTable& kernels_for(Isa isa) {
 
 // Bytes of one channel that a core can keep in cache between the statistics pass
 // and the element-wise pass (half its L2). Only the schedule depends on it, never a result.
-int64_t fuse_budget_bytes() {
-    static const int64_t budget = [] {
-        const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-        return l2 > 0 ? int64_t(l2) / 2 : int64_t(512) << 10;
-    }();
-    return budget;
-}
+int64_t fuse_budget_bytes() { return cache_bytes(2, int64_t(1) << 20) / 2; }
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -150,22 +145,58 @@ int64_t fused_group(const Geometry& g, int64_t tensors) {
     return std::min(fit, std::max<int64_t>(1, g.C / 8));
 }
 
+// Whether an element-wise pass over `tensors` tensors of g's shape writes its
+// output `dst` with non-temporal stores: when the tensors do not fit in the last-level
+// cache, ordinary stores would fetch every output line first and evict input that is
+// still to be read. The rows path also needs every row of dst to start on a register
+// boundary (`row_floats` apart): peeling a partial register off each row costs more
+// than streaming gains. NK_STREAM_STORES=always|never overrides (always ignores the
+// alignment: tests use it to run the streaming kernels on any tensor). Only the
+// schedule depends on it, never a result.
+bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
+    enum class Policy { automatic, always, never };
+    static const Policy policy = [] {
+        const char* env = std::getenv("NK_STREAM_STORES");
+        if (env && std::strcmp(env, "always") == 0) return Policy::always;
+        if (env && std::strcmp(env, "never") == 0) return Policy::never;
+        return Policy::automatic;
+    }();
+    if (policy != Policy::automatic) return policy == Policy::always;
+    const double bytes = double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
+    if (bytes <= double(cache_bytes(3, int64_t(32) << 20))) return false;
+    if (!g.rows_path) return true;
+    const int64_t row_floats = g.rep > 1 ? g.width : g.C;
+    return reinterpret_cast<uintptr_t>(dst) % 64 == 0 && row_floats % 16 == 0;
+}
+
 // Per-lane coefficients of the element-wise pass (padded for whole-register reads;
-// the rows path with rep > 1 repeats the C channels rep times).
+// the rows path with rep > 1 repeats the C channels rep times). Each array starts on a
+// 64-byte boundary: the rows kernels load a register of each per register of data,
+// and a load split across two cache lines costs as much as two.
 struct CoefArrays {
-    std::vector<float> mean_hi, mean_lo, a, b, k1, k2;
+    static constexpr int64_t kAlign = 64 / sizeof(float);
+    std::vector<float> storage;
+    float *mean_hi, *mean_lo, *a, *b, *k1, *k2;
     bool has_lo = false; // mean_lo is all zeros unless set (only training fills it)
+    bool stream = false; // the pass writes with non-temporal stores
     explicit CoefArrays(int64_t lanes) {
-        for (std::vector<float>* v : {&mean_hi, &mean_lo, &a, &b, &k1, &k2})
-            v->assign(size_t(lanes + kRowsLanePadding), 0.0f);
+        const int64_t step = round_up(lanes + kRowsLanePadding, kAlign);
+        storage.assign(size_t(6 * step + kAlign), 0.0f);
+        const uintptr_t base = reinterpret_cast<uintptr_t>(storage.data());
+        float* p = storage.data() + (round_up(int64_t(base), 64) - int64_t(base)) / int64_t(sizeof(float));
+        for (float** v : {&mean_hi, &mean_lo, &a, &b, &k1, &k2}) {
+            *v = p;
+            p += step;
+        }
     }
+    CoefArrays(const CoefArrays&) = delete;
+    CoefArrays& operator=(const CoefArrays&) = delete;
     ElementwiseCoefs at(int64_t i) const {
-        return {mean_hi.data() + i, has_lo ? mean_lo.data() + i : nullptr, a.data() + i,
-                b.data() + i,       k1.data() + i,      k2.data() + i};
+        return {mean_hi + i, has_lo ? mean_lo + i : nullptr, a + i, b + i, k1 + i, k2 + i, stream};
     }
     void repeat_channels(int64_t C, int64_t lanes) {
-        for (std::vector<float>* v : {&mean_hi, &mean_lo, &a, &b, &k1, &k2})
-            for (int64_t l = C; l < lanes; ++l) (*v)[l] = (*v)[l % C];
+        for (float* v : {mean_hi, mean_lo, a, b, k1, k2})
+            for (int64_t l = C; l < lanes; ++l) v[l] = v[l % C];
     }
 };
 
@@ -518,6 +549,7 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
     const StatsReduction red{k, src};
     CoefArrays coefs(g.lanes());
     coefs.has_lo = true;
+    coefs.stream = stream_outputs(g, dst, 2);
     auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
         k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
     };
@@ -548,6 +580,7 @@ void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProbl
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
     CoefArrays coefs(g.lanes());
+    coefs.stream = stream_outputs(g, dst, 2);
     for (int64_t c = 0; c < p.c; ++c) {
         const double invstd = 1.0 / std::sqrt(double(variance[c]) + double(p.epsilon));
         coefs.mean_hi[c] = mean[c];
@@ -576,6 +609,7 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
                          diff_src, diff_scale, diff_shift, global, diff_scale || diff_shift || (diff_src && !global)};
     const GradReduction red{k, src, diff_dst, save_mean};
     CoefArrays coefs(g.lanes());
+    coefs.stream = stream_outputs(g, diff_src, global ? 2 : 3);
     auto seg_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
         if (global)
             k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e, coef_step);

@@ -29,6 +29,9 @@ struct ElementwiseCoefs {
     const float* b;
     const float* k1;
     const float* k2;
+    // Write the results with non-temporal stores (whole aligned registers): for outputs
+    // too large to stay in the last-level cache. Never changes a result.
+    bool stream;
 };
 
 // Reductions over the runs of one item into 16 (seg) or `width` (rows) double lanes.

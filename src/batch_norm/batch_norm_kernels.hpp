@@ -64,10 +64,15 @@ struct BatchNormKernels {
     }
 
     // Calls body(Full, i, kF32) for each whole register of a run of len floats and
-    // body(Part, i, n) for the tail.
+    // body(Part, i, n) for the tail; with head > 0, body(Part, 0, head) first and the
+    // registers from there (element-wise results do not depend on where registers start).
     template <class Body>
-    static void for_registers(int64_t len, Body&& body) {
+    [[gnu::always_inline]] static void for_registers(int64_t len, Body&& body, int64_t head = 0) {
         int64_t i = 0;
+        if (head > 0 && head < len) {
+            body(Part{}, 0, head);
+            i = head;
+        }
         for (; i + kF32 <= len; i += kF32) body(Full{}, i, kF32);
         if (i < len) body(Part{}, i, len - i);
     }
@@ -462,14 +467,40 @@ struct BatchNormKernels {
         return ((dy - k1) - centered<kLo>(x, mh, ml) * k2) * a;
     }
 
-    // Calls f(std::true_type) when the coefficients have a mean_lo, f(std::false_type)
-    // otherwise; f only forwards to a kernel instantiated for that case.
+    // How an element-wise pass runs: with or without mean_lo, and with ordinary or
+    // non-temporal stores (ElementwiseCoefs::stream). with_mode calls f(Mode<lo, nt>{})
+    // for the case at hand; f only forwards to a kernel instantiated for it.
+    template <bool kLo, bool kNt>
+    struct Mode {
+        static constexpr bool lo = kLo, nt = kNt;
+    };
     template <class F>
-    static void with_lo(const ElementwiseCoefs& k, F&& f) {
+    static void with_mode(const ElementwiseCoefs& k, F&& f) {
         if (k.mean_lo)
-            f(std::true_type{});
+            k.stream ? f(Mode<true, true>{}) : f(Mode<true, false>{});
         else
-            f(std::false_type{});
+            k.stream ? f(Mode<false, true>{}) : f(Mode<false, false>{});
+        if (k.stream) Ops::stream_fence(); // order the streamed writes before the caller's
+    }
+
+    // Floats before the first register-aligned address at or after p, when the mode
+    // streams (0 otherwise, or when p is not even float-aligned).
+    template <class M>
+    static int64_t stream_head(M, const float* p) {
+        if constexpr (!M::nt) return 0;
+        constexpr uintptr_t kBytes = kF32 * sizeof(float);
+        const uintptr_t a = reinterpret_cast<uintptr_t>(p) % kBytes;
+        return a % sizeof(float) != 0 ? 0 : int64_t((kBytes - a) % kBytes / sizeof(float));
+    }
+
+    // Stores a result: streamed past the caches when the mode asks for it and the
+    // register is whole and aligned, an ordinary store otherwise.
+    template <class M, class IsFull>
+    static void put(M, IsFull full, float* p, f32 v, int64_t n) {
+        if constexpr (M::nt && IsFull::value) {
+            if ((reinterpret_cast<uintptr_t>(p) & (kF32 * sizeof(float) - 1)) == 0) return Ops::stream(p, v);
+        }
+        store(full, p, v, n);
     }
 
     static float lo_at(const ElementwiseCoefs& k, int64_t c) { return k.mean_lo ? k.mean_lo[c] : 0.0f; }
@@ -480,25 +511,27 @@ struct BatchNormKernels {
     // Wide rows: kGroup rows at a time share each load of the per-lane coefficients
     // (they come from L1; the data streams row by row, contiguous writes).
     // body(R, r, i, full, n) handles the registers at lane i of rows [r, r + R).
-    static constexpr int kGroup = 4;
-    template <class Body>
-    static void for_row_groups(int64_t rows, int64_t width, Body&& body) {
+    static constexpr int kGroup = 2;
+    // Streaming writes start registers at the output's alignment (y: the first row).
+    template <class M, class Body>
+    [[gnu::always_inline]] static void for_row_groups(M m, const float* y, int64_t rows, int64_t width,
+                                                      int64_t stride, Body&& body) {
         int64_t r = 0;
         for (; r + kGroup <= rows; r += kGroup)
-            for_registers(width, [&](auto full, int64_t i, int64_t n) {
-                body(std::integral_constant<int, kGroup>{}, r, i, full, n);
-            });
+            for_registers(
+                width, [&](auto full, int64_t i, int64_t n) { body(std::integral_constant<int, kGroup>{}, r, i, full, n); },
+                stream_head(m, y + r * stride));
         for (; r < rows; ++r)
-            for_registers(width, [&](auto full, int64_t i, int64_t n) {
-                body(std::integral_constant<int, 1>{}, r, i, full, n);
-            });
+            for_registers(
+                width, [&](auto full, int64_t i, int64_t n) { body(std::integral_constant<int, 1>{}, r, i, full, n); },
+                stream_head(m, y + r * stride));
     }
 
     // Seg: run r takes the coefficients at index r * coef_step (0: one channel; 1:
     // consecutive runs of consecutive channels). Rows: per-lane coefficient arrays
     // (padded, so whole registers may be read).
-    template <bool kLo>
-    static void normalize_seg_impl(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
+    template <class M>
+    static void normalize_seg_impl(M m, const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
                                    const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
@@ -508,19 +541,21 @@ struct BatchNormKernels {
             float* yr = y + r * stride;
             prefetch_run(x, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                store(full, yr + i, normalize1<kLo>(load(full, xr + i, n), mh, ml, a, b), n);
-            });
+                put(m, full, yr + i, normalize1<M::lo>(load(full, xr + i, n), mh, ml, a, b), n);
+            }, stream_head(m, yr));
         }
     }
     static void normalize_seg(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
                               const ElementwiseCoefs& k, int64_t coef_step) {
-        with_lo(k, [&](auto lo) { normalize_seg_impl<lo.value>(x, y, rows, len, stride, k, coef_step); });
+        with_mode(k, [&](auto m) { normalize_seg_impl(m, x, y, rows, len, stride, k, coef_step); });
     }
 
-    // Narrow rows: the coefficients stay in registers while the rows stream by.
-    template <bool kLo>
-    static void normalize_narrow_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
-                                      const ElementwiseCoefs& k) {
+    // Narrow rows: the coefficients stay in registers while the rows stream by (a
+    // whole tile, IsFull, has no lane tests in its loop: they would push the
+    // coefficients out to the stack).
+    template <class M, class IsFull>
+    static void normalize_narrow_rows(M m, IsFull full, const float* x, float* y, int64_t rows, int64_t width,
+                                      int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
         for (int j = 0; j < kTileF32; ++j) {
             mh[j] = Ops::load(k.mean_hi + j * kF32);
@@ -532,37 +567,41 @@ struct BatchNormKernels {
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
             for (int j = 0; j < kTileF32; ++j) {
-                const int64_t valid = width - j * kF32;
-                if (valid >= kF32)
-                    Ops::store(yr + j * kF32, normalize1<kLo>(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]));
+                const int64_t valid = IsFull::value ? kF32 : width - j * kF32;
+                if (IsFull::value || valid >= kF32)
+                    put(m, Full{}, yr + j * kF32, normalize1<M::lo>(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]), kF32);
                 else if (valid > 0)
                     Ops::store_n(yr + j * kF32,
-                                 normalize1<kLo>(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]), valid);
+                                 normalize1<M::lo>(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]), valid);
             }
         }
     }
-    template <bool kLo>
-    static void normalize_wide_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
-                                    const ElementwiseCoefs& k) {
-        for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
+    template <class M>
+    static void normalize_wide_rows(M m, const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
+                                    const ElementwiseCoefs& coefs) {
+        const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
+        for_row_groups(m, y, rows, width, stride, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
             const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), a = Ops::load(k.a + i), b = Ops::load(k.b + i);
             f32 v[R.value]; // all loads before the stores: rows 4 KB apart would alias them
+            for (int q = 0; q < R.value; ++q) prefetch_ahead(x + (r + q) * stride + i);
             for (int q = 0; q < R.value; ++q) v[q] = load(full, x + (r + q) * stride + i, n);
-            for (int q = 0; q < R.value; ++q) store(full, y + (r + q) * stride + i, normalize1<kLo>(v[q], mh, ml, a, b), n);
+            for (int q = 0; q < R.value; ++q) put(m, full, y + (r + q) * stride + i, normalize1<M::lo>(v[q], mh, ml, a, b), n);
         });
     }
     static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
                                const ElementwiseCoefs& k) {
-        with_lo(k, [&](auto lo) {
-            if (width <= kTile)
-                normalize_narrow_rows<lo.value>(x, y, rows, width, stride, k);
+        with_mode(k, [&](auto m) {
+            if (width == kTile)
+                normalize_narrow_rows(m, Full{}, x, y, rows, width, stride, k);
+            else if (width < kTile)
+                normalize_narrow_rows(m, Part{}, x, y, rows, width, stride, k);
             else
-                normalize_wide_rows<lo.value>(x, y, rows, width, stride, k);
+                normalize_wide_rows(m, x, y, rows, width, stride, k);
         });
     }
 
-    template <bool kLo>
-    static void diff_src_seg_impl(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
+    template <class M>
+    static void diff_src_seg_impl(M m, const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
                                   int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
@@ -574,19 +613,20 @@ struct BatchNormKernels {
             prefetch_run(x, r, rows, len, stride);
             prefetch_run(dy, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                store(full, dr + i, diff_src1<kLo>(load(full, xr + i, n), load(full, gr + i, n), mh, ml, k1, k2, a), n);
-            });
+                put(m, full, dr + i, diff_src1<M::lo>(load(full, xr + i, n), load(full, gr + i, n), mh, ml, k1, k2, a), n);
+            }, stream_head(m, dr));
         }
     }
     static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
                              int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
-        with_lo(k, [&](auto lo) { diff_src_seg_impl<lo.value>(x, dy, dx, rows, len, stride, k, coef_step); });
+        with_mode(k, [&](auto m) { diff_src_seg_impl(m, x, dy, dx, rows, len, stride, k, coef_step); });
     }
 
-    template <bool kLo>
-    static void diff_src_rows_impl(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
-                                   int64_t stride, const ElementwiseCoefs& k) {
-        for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
+    template <class M>
+    static void diff_src_rows_impl(M m, const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
+                                   int64_t stride, const ElementwiseCoefs& coefs) {
+        const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
+        for_row_groups(m, dx, rows, width, stride, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
             const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), k1 = Ops::load(k.k1 + i),
                       k2 = Ops::load(k.k2 + i), a = Ops::load(k.a + i);
             f32 v[R.value], g[R.value];
@@ -595,35 +635,84 @@ struct BatchNormKernels {
                 g[q] = load(full, dy + (r + q) * stride + i, n);
             }
             for (int q = 0; q < R.value; ++q)
-                store(full, dx + (r + q) * stride + i, diff_src1<kLo>(v[q], g[q], mh, ml, k1, k2, a), n);
+                put(m, full, dx + (r + q) * stride + i, diff_src1<M::lo>(v[q], g[q], mh, ml, k1, k2, a), n);
         });
+    }
+    // Narrow rows, as in normalize_narrow_rows.
+    template <class M, class IsFull>
+    static void diff_src_narrow_rows(M m, IsFull, const float* x, const float* dy, float* dx, int64_t rows,
+                                     int64_t width, int64_t stride, const ElementwiseCoefs& k) {
+        f32 mh[kTileF32], ml[kTileF32], k1[kTileF32], k2[kTileF32], a[kTileF32];
+        for (int j = 0; j < kTileF32; ++j) {
+            mh[j] = Ops::load(k.mean_hi + j * kF32);
+            ml[j] = lo_load(k, j * kF32);
+            k1[j] = Ops::load(k.k1 + j * kF32);
+            k2[j] = Ops::load(k.k2 + j * kF32);
+            a[j] = Ops::load(k.a + j * kF32);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * stride;
+            const float* gr = dy + r * stride;
+            float* dr = dx + r * stride;
+            for (int j = 0; j < kTileF32; ++j) {
+                const int64_t valid = IsFull::value ? kF32 : width - j * kF32;
+                if (IsFull::value || valid >= kF32)
+                    put(m, Full{}, dr + j * kF32,
+                        diff_src1<M::lo>(Ops::load(xr + j * kF32), Ops::load(gr + j * kF32), mh[j], ml[j], k1[j],
+                                         k2[j], a[j]),
+                        kF32);
+                else if (valid > 0)
+                    Ops::store_n(dr + j * kF32,
+                                 diff_src1<M::lo>(load(Part{}, xr + j * kF32, valid), load(Part{}, gr + j * kF32, valid),
+                                                  mh[j], ml[j], k1[j], k2[j], a[j]),
+                                 valid);
+            }
+        }
     }
     static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
                               int64_t stride, const ElementwiseCoefs& k) {
-        with_lo(k, [&](auto lo) { diff_src_rows_impl<lo.value>(x, dy, dx, rows, width, stride, k); });
+        with_mode(k, [&](auto m) {
+            if (width == kTile)
+                diff_src_narrow_rows(m, Full{}, x, dy, dx, rows, width, stride, k);
+            else if (width < kTile)
+                diff_src_narrow_rows(m, Part{}, x, dy, dx, rows, width, stride, k);
+            else
+                diff_src_rows_impl(m, x, dy, dx, rows, width, stride, k);
+        });
     }
 
-    static void scale_seg(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
-                          const ElementwiseCoefs& k, int64_t coef_step) {
+    template <class M>
+    static void scale_seg_impl(M m, const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
+                               const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const f32 a = Ops::splat(k.a[r * coef_step]);
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
             prefetch_run(dy, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                store(full, dr + i, load(full, gr + i, n) * a, n);
-            });
+                put(m, full, dr + i, load(full, gr + i, n) * a, n);
+            }, stream_head(m, dr));
         }
     }
+    static void scale_seg(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
+                          const ElementwiseCoefs& k, int64_t coef_step) {
+        with_mode(k, [&](auto m) { scale_seg_impl(m, dy, dx, rows, len, stride, k, coef_step); });
+    }
 
-    static void scale_rows(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
-                           const ElementwiseCoefs& k) {
-        for_row_groups(rows, width, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
+    template <class M>
+    static void scale_rows_impl(M m, const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
+                                const ElementwiseCoefs& coefs) {
+        const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
+        for_row_groups(m, dx, rows, width, stride, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
             const f32 a = Ops::load(k.a + i);
             f32 g[R.value];
             for (int q = 0; q < R.value; ++q) g[q] = load(full, dy + (r + q) * stride + i, n);
-            for (int q = 0; q < R.value; ++q) store(full, dx + (r + q) * stride + i, g[q] * a, n);
+            for (int q = 0; q < R.value; ++q) put(m, full, dx + (r + q) * stride + i, g[q] * a, n);
         });
+    }
+    static void scale_rows(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
+                           const ElementwiseCoefs& k) {
+        with_mode(k, [&](auto m) { scale_rows_impl(m, dy, dx, rows, width, stride, k); });
     }
 
     static const BatchNormKernelTable table;

@@ -32,6 +32,8 @@ struct ScalarOps {
     // Never called: a one-lane register has no partial loads.
     static f32 load_n(const float* p, int64_t, f32) { return *p; }
     static void store_n(float* p, f32 v, int64_t) { *p = v; }
+    static void stream(float* p, f32 v) { *p = v; } // no streaming store for one float
+    static void stream_fence() {}
 };
 
 #if defined(NK_SIMD_XSIMD)
@@ -68,8 +70,13 @@ static inline __m256 load_n_f32(xsimd::fma3<xsimd::avx2>, const float* p, int64_
 static inline void store_n_f32(xsimd::fma3<xsimd::avx2>, float* p, __m256 v, int64_t n) {
     _mm256_maskstore_ps(p, lane_mask_avx2(n), v);
 }
+static inline void stream_f32(xsimd::fma3<xsimd::avx2>, float* p, __m256 v) { _mm256_stream_ps(p, v); }
+#endif
+#if defined(__AVX512F__)
+static inline void stream_f32(xsimd::avx512bw, float* p, __m512 v) { _mm512_stream_ps(p, v); }
 #endif
 #if defined(__SSE4_2__)
+static inline void stream_f32(xsimd::sse4_2, float* p, __m128 v) { _mm_stream_ps(p, v); }
 // SSE has no masked moves that are fast; go through a small buffer.
 static inline __m128 load_n_f32(xsimd::sse4_2, const float* p, int64_t n, __m128 fill) {
     alignas(16) float t[4];
@@ -109,6 +116,9 @@ struct XsimdOps {
     }
     static f32 load_n(const float* p, int64_t n, f32 fill) { return load_n_f32(Arch{}, p, n, fill); }
     static void store_n(float* p, f32 v, int64_t n) { store_n_f32(Arch{}, p, v, n); }
+    // Non-temporal store of a whole register to an address aligned to its size.
+    static void stream(float* p, f32 v) { stream_f32(Arch{}, p, v); }
+    static void stream_fence() { _mm_sfence(); }
 };
 
 #endif // NK_SIMD_XSIMD
