@@ -631,6 +631,10 @@ struct BatchNormKernels {
                       k2 = Ops::load(k.k2 + i), a = Ops::load(k.a + i);
             f32 v[R.value], g[R.value];
             for (int q = 0; q < R.value; ++q) {
+                prefetch_ahead(x + (r + q) * stride + i);
+                prefetch_ahead(dy + (r + q) * stride + i);
+            }
+            for (int q = 0; q < R.value; ++q) {
                 v[q] = load(full, x + (r + q) * stride + i, n);
                 g[q] = load(full, dy + (r + q) * stride + i, n);
             }
@@ -706,6 +710,7 @@ struct BatchNormKernels {
         for_row_groups(m, dx, rows, width, stride, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
             const f32 a = Ops::load(k.a + i);
             f32 g[R.value];
+            for (int q = 0; q < R.value; ++q) prefetch_ahead(dy + (r + q) * stride + i);
             for (int q = 0; q < R.value; ++q) g[q] = load(full, dy + (r + q) * stride + i, n);
             for (int q = 0; q < R.value; ++q) put(m, full, dx + (r + q) * stride + i, g[q] * a, n);
         });
