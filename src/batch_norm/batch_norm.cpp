@@ -505,7 +505,14 @@ void fused_lane_groups(const ExecConfig& config, const Geometry& g, int64_t lane
             if (red)
                 for (int64_t b = 0; b < g.blocks; ++b) reduce_rows_item(g, *red, g.rows_lanes(b, l0, n), w, parts.data());
             for (int64_t c = l0; c < l0 + n; ++c) finish(c, &parts[size_t(c)], g.C);
-            if (rows) (*rows)(Run{l0, g.M, n, g.C}, coefs.at(l0));
+            if (!rows) continue;
+            // Ordinary stores: streaming would start registers at the output's alignment,
+            // and the last register of a row would then read coefficients of the next
+            // group, which another task may be writing. (The tensor is at most 8 MB here:
+            // NK_STREAM_STORES=always is the only way to ask for streaming.)
+            ElementwiseCoefs e = coefs.at(l0);
+            e.stream = false;
+            (*rows)(Run{l0, g.M, n, g.C}, e);
         }
     });
 }
