@@ -165,7 +165,7 @@ int64_t fused_lanes(const Geometry& g, int64_t tensors) {
 }
 
 // Whether an element-wise pass over `tensors` tensors of g's shape writes its
-// output `dst` with non-temporal stores: when the tensors fill the last-level
+// output `dst` with non-temporal stores: when the tensors exceed the last-level
 // cache, ordinary stores would fetch every output line first and evict input that is
 // still to be read. The rows path also needs every row of dst to start on a register
 // boundary (`row_floats` apart): peeling a partial register off each row costs more
@@ -182,7 +182,7 @@ bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
     }();
     if (policy != Policy::automatic) return policy == Policy::always;
     const double bytes = double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
-    if (bytes < double(cache_bytes(3, int64_t(32) << 20))) return false;
+    if (bytes <= double(cache_bytes(3, int64_t(32) << 20))) return false;
     if (!g.rows_path) return true;
     const int64_t row_floats = g.rep > 1 ? g.width : g.C;
     return reinterpret_cast<uintptr_t>(dst) % 64 == 0 && row_floats % 16 == 0;
