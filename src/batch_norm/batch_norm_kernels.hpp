@@ -498,7 +498,7 @@ struct BatchNormKernels {
     template <class M, class IsFull>
     static void put(M, IsFull full, float* p, f32 v, int64_t n) {
         if constexpr (M::nt && IsFull::value) {
-            if ((reinterpret_cast<uintptr_t>(p) & (kF32 * sizeof(float) - 1)) == 0) return Ops::stream(p, v);
+            if (reinterpret_cast<uintptr_t>(p) % (kF32 * sizeof(float)) == 0) return Ops::stream(p, v);
         }
         store(full, p, v, n);
     }
@@ -550,11 +550,33 @@ struct BatchNormKernels {
         with_mode(k, [&](auto m) { normalize_seg_impl(m, x, y, rows, len, stride, k, coef_step); });
     }
 
-    // Narrow rows: the coefficients stay in registers while the rows stream by (a
-    // whole tile, IsFull, has no lane tests in its loop: they would push the
-    // coefficients out to the stack).
+    // Narrow rows (at most one tile wide): the coefficients stay in registers while the
+    // rows stream by. body(full, j, n) handles register j of a row; a whole tile
+    // (IsFull) has no lane tests, which would push the coefficients out to the stack.
+    template <class IsFull, class Body>
+    [[gnu::always_inline]] static void for_tile_registers(IsFull, int64_t width, Body&& body) {
+        for (int j = 0; j < kTileF32; ++j) {
+            const int64_t valid = IsFull::value ? kF32 : width - j * kF32;
+            if (IsFull::value || valid >= kF32)
+                body(Full{}, j, kF32);
+            else if (valid > 0)
+                body(Part{}, j, valid);
+        }
+    }
+    // Calls narrow(Full) for rows of exactly one tile, narrow(Part) for shorter rows,
+    // wide() for longer ones.
+    template <class Narrow, class Wide>
+    [[gnu::always_inline]] static void by_width(int64_t width, Narrow&& narrow, Wide&& wide) {
+        if (width == kTile)
+            narrow(Full{});
+        else if (width < kTile)
+            narrow(Part{});
+        else
+            wide();
+    }
+
     template <class M, class IsFull>
-    static void normalize_narrow_rows(M m, IsFull full, const float* x, float* y, int64_t rows, int64_t width,
+    static void normalize_narrow_rows(M m, IsFull tile, const float* x, float* y, int64_t rows, int64_t width,
                                       int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
         for (int j = 0; j < kTileF32; ++j) {
@@ -566,14 +588,9 @@ struct BatchNormKernels {
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
-            for (int j = 0; j < kTileF32; ++j) {
-                const int64_t valid = IsFull::value ? kF32 : width - j * kF32;
-                if (IsFull::value || valid >= kF32)
-                    put(m, Full{}, yr + j * kF32, normalize1<M::lo>(Ops::load(xr + j * kF32), mh[j], ml[j], a[j], b[j]), kF32);
-                else if (valid > 0)
-                    Ops::store_n(yr + j * kF32,
-                                 normalize1<M::lo>(load(Part{}, xr + j * kF32, valid), mh[j], ml[j], a[j], b[j]), valid);
-            }
+            for_tile_registers(tile, width, [&](auto full, int j, int64_t n) {
+                put(m, full, yr + j * kF32, normalize1<M::lo>(load(full, xr + j * kF32, n), mh[j], ml[j], a[j], b[j]), n);
+            });
         }
     }
     template <class M>
@@ -591,12 +608,9 @@ struct BatchNormKernels {
     static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
                                const ElementwiseCoefs& k) {
         with_mode(k, [&](auto m) {
-            if (width == kTile)
-                normalize_narrow_rows(m, Full{}, x, y, rows, width, stride, k);
-            else if (width < kTile)
-                normalize_narrow_rows(m, Part{}, x, y, rows, width, stride, k);
-            else
-                normalize_wide_rows(m, x, y, rows, width, stride, k);
+            by_width(
+                width, [&](auto tile) { normalize_narrow_rows(m, tile, x, y, rows, width, stride, k); },
+                [&] { normalize_wide_rows(m, x, y, rows, width, stride, k); });
         });
     }
 
@@ -644,7 +658,7 @@ struct BatchNormKernels {
     }
     // Narrow rows, as in normalize_narrow_rows.
     template <class M, class IsFull>
-    static void diff_src_narrow_rows(M m, IsFull, const float* x, const float* dy, float* dx, int64_t rows,
+    static void diff_src_narrow_rows(M m, IsFull tile, const float* x, const float* dy, float* dx, int64_t rows,
                                      int64_t width, int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], ml[kTileF32], k1[kTileF32], k2[kTileF32], a[kTileF32];
         for (int j = 0; j < kTileF32; ++j) {
@@ -658,30 +672,20 @@ struct BatchNormKernels {
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
-            for (int j = 0; j < kTileF32; ++j) {
-                const int64_t valid = IsFull::value ? kF32 : width - j * kF32;
-                if (IsFull::value || valid >= kF32)
-                    put(m, Full{}, dr + j * kF32,
-                        diff_src1<M::lo>(Ops::load(xr + j * kF32), Ops::load(gr + j * kF32), mh[j], ml[j], k1[j],
-                                         k2[j], a[j]),
-                        kF32);
-                else if (valid > 0)
-                    Ops::store_n(dr + j * kF32,
-                                 diff_src1<M::lo>(load(Part{}, xr + j * kF32, valid), load(Part{}, gr + j * kF32, valid),
-                                                  mh[j], ml[j], k1[j], k2[j], a[j]),
-                                 valid);
-            }
+            for_tile_registers(tile, width, [&](auto full, int j, int64_t n) {
+                put(m, full, dr + j * kF32,
+                    diff_src1<M::lo>(load(full, xr + j * kF32, n), load(full, gr + j * kF32, n), mh[j], ml[j], k1[j],
+                                     k2[j], a[j]),
+                    n);
+            });
         }
     }
     static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
                               int64_t stride, const ElementwiseCoefs& k) {
         with_mode(k, [&](auto m) {
-            if (width == kTile)
-                diff_src_narrow_rows(m, Full{}, x, dy, dx, rows, width, stride, k);
-            else if (width < kTile)
-                diff_src_narrow_rows(m, Part{}, x, dy, dx, rows, width, stride, k);
-            else
-                diff_src_rows_impl(m, x, dy, dx, rows, width, stride, k);
+            by_width(
+                width, [&](auto tile) { diff_src_narrow_rows(m, tile, x, dy, dx, rows, width, stride, k); },
+                [&] { diff_src_rows_impl(m, x, dy, dx, rows, width, stride, k); });
         });
     }
 
