@@ -150,18 +150,18 @@ int64_t fused_group(const Geometry& g, int64_t tensors) {
     return std::min(fit, std::max<int64_t>(1, g.C / 8));
 }
 
-// Rows path with one channel per lane: how many lanes (a multiple of kMinLanes) one
-// task takes through the reduction of every row block and the element-wise pass while
-// their columns stay in cache; 0 when fewer than kMinLanes fit, or when rows are more
-// than a page apart (each row of a lane group then sits on pages of its own, and
-// walking the group down them cost more than the cache saved: resnet_c2048_7
-// channels-last, 8 KB rows, was 25% slower). At least 8 groups when there are lanes enough.
+// Rows path with one channel per lane: how many lanes one task takes through the
+// reduction of every row block and the element-wise pass while their columns stay in
+// cache. kMinLanes (one register tile): the narrow kernels keep the tile's coefficients
+// in registers, and many small tasks balance the threads (128-lane tasks were 6-16%
+// slower on mlp_n256_c784). 0 when the columns of kMinLanes lanes do not fit, or when
+// rows are more than a page apart (each row of a lane group then sits on pages of its
+// own, and walking the group down them cost more than the cache saved: resnet_c2048_7
+// channels-last, 8 KB rows, was 25% slower).
 int64_t fused_lanes(const Geometry& g, int64_t tensors) {
     if (!g.rows_path || g.rep > 1 || g.C * int64_t(sizeof(float)) > 4096) return 0;
     const int64_t lane_bytes = tensors * g.M * int64_t(sizeof(float));
-    const int64_t fit = fuse_budget_bytes() / std::max<int64_t>(1, lane_bytes) / kMinLanes * kMinLanes;
-    if (fit < kMinLanes) return 0;
-    return std::min(fit, std::max(kMinLanes, round_up((g.C + 7) / 8, kMinLanes)));
+    return kMinLanes * lane_bytes <= fuse_budget_bytes() ? kMinLanes : 0;
 }
 
 // Whether an element-wise pass over `tensors` tensors of g's shape writes its
