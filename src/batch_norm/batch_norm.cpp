@@ -251,6 +251,9 @@ struct StatsReduction {
     void rows(const Run& r, const float* center, double* a1, double* a2, bool dbl) const {
         (dbl ? k.stats_rows_double : k.stats_rows)(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
     }
+    void runs(int64_t offset, int64_t runs, int64_t len, const float* center, double* a1, double* a2) const {
+        k.stats_runs(src + offset, runs, len, center, a1, a2);
+    }
     static bool trusted(double count, double s1, double s2) { return stats_sums_trusted(count, s1, s2); }
 };
 
@@ -268,6 +271,9 @@ struct GradReduction {
     void rows(const Run& r, const float* center, double* a1, double* a2, bool dbl) const {
         (dbl ? k.grad_rows_double : k.grad_rows)(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride,
                                                  center, a1, a2);
+    }
+    void runs(int64_t offset, int64_t runs, int64_t len, const float* center, double* a1, double* a2) const {
+        k.grad_runs(src + offset, diff_dst + offset, runs, len, center, a1, a2);
     }
     static bool trusted(double count, double s1, double s2) { return grad_sums_trusted(count, s1, s2); }
 };
@@ -290,8 +296,9 @@ PartialSums reduce_piece(const Geometry& g, const Reduction& red, int64_t c, int
 }
 
 // Channels-first with S <= kPiece: pieces (c, p) of channels [c0, c1), visited row by
-// row in memory order (for n: for c), each with its own 16 lanes. A lane still sees
-// its values in row order, so the sums equal reduce_piece's, bit for bit.
+// row in memory order (for n: one stats_runs / grad_runs call over the group's runs of
+// row n), each with its own 16 lanes. A lane still sees its values in row order, so the
+// sums equal reduce_piece's, bit for bit.
 struct GroupScratch {
     std::vector<double> acc1, acc2;
     std::vector<float> center;
@@ -307,10 +314,7 @@ void reduce_piece_group(const Geometry& g, const Reduction& red, int64_t p, int6
     std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
     for (int64_t c = c0; c < c1; ++c) w.center[size_t(c - c0)] = red.seg_center(g.piece(c, p), c);
     for (int64_t n = n0; n < n1; ++n)
-        for (int64_t c = c0; c < c1; ++c) {
-            const size_t j = size_t(c - c0);
-            red.seg({(n * g.C + c) * g.S, 1, g.S, g.S}, w.center[j], &w.acc1[16 * j], &w.acc2[16 * j], false);
-        }
+        red.runs((n * g.C + c0) * g.S, c1 - c0, g.S, w.center.data(), w.acc1.data(), w.acc2.data());
     const double count = double((n1 - n0) * g.S);
     for (int64_t c = c0; c < c1; ++c) {
         const size_t j = size_t(c - c0);

@@ -43,6 +43,12 @@ using GradSegFn = void (*)(const float* x, const float* dy, int64_t rows, int64_
                            float mean, double* acc1, double* acc2);
 using GradRowsFn = void (*)(const float* x, const float* dy, int64_t rows, int64_t width,
                             int64_t stride, const float* mean, double* acc1, double* acc2);
+// Seg reductions over `runs` consecutive runs of `len` values (run q at x + q * len), each
+// with its own pivot or mean [q] and its own 16 lanes at acc + 16 * q.
+using StatsRunsFn = void (*)(const float* x, int64_t runs, int64_t len, const float* pivot, double* acc1,
+                             double* acc2);
+using GradRunsFn = void (*)(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
+                            double* acc1, double* acc2);
 
 struct BatchNormKernelTable {
     // acc1 += x - pivot, acc2 += (x - pivot)^2; seg: 16 lanes, rows: lane j has pivot[j].
@@ -51,6 +57,10 @@ struct BatchNormKernelTable {
     // acc1 += dy, acc2 += dy * (x - mean).
     GradSegFn grad_seg;
     GradRowsFn grad_rows;
+    // stats_seg / grad_seg of one run each, for many short runs in one call (channels-first
+    // with a small S: a call per run cost as much as the run). The same sums.
+    StatsRunsFn stats_runs;
+    GradRunsFn grad_runs;
     // The same four with every term in double, for blocks whose float-term sums fail the
     // checks of core/moments.hpp (out of float range, or a pivot far from the mean).
     StatsSegFn stats_seg_double;

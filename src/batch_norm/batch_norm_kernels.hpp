@@ -186,8 +186,8 @@ struct BatchNormKernels {
     }
 
     // Per run r: 16 lanes, lane = position mod 16. acc1 += x - pivot, acc2 += (x - pivot)^2.
-    static void stats_seg(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
-                          double* acc1, double* acc2) {
+    [[gnu::always_inline]] static void stats_seg_body(const float* x, int64_t rows, int64_t len, int64_t stride,
+                                                      float pivot, double* acc1, double* acc2) {
         const f32 p = Ops::splat(pivot); // lanes past the data: x - pivot = 0
         const float* xr = x;
         seg_sums(
@@ -206,10 +206,19 @@ struct BatchNormKernels {
                 }
             });
     }
+    static void stats_seg(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
+                          double* acc1, double* acc2) {
+        stats_seg_body(x, rows, len, stride, pivot, acc1, acc2);
+    }
+    static void stats_runs(const float* x, int64_t runs, int64_t len, const float* pivot, double* acc1,
+                           double* acc2) {
+        for (int64_t q = 0; q < runs; ++q)
+            stats_seg_body(x + q * len, 1, len, len, pivot[q], acc1 + q * kLanes, acc2 + q * kLanes);
+    }
 
     // acc1 += dy, acc2 += dy * (x - mean), 16 lanes per run as in stats_seg.
-    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                         float mean, double* acc1, double* acc2) {
+    [[gnu::always_inline]] static void grad_seg_body(const float* x, const float* dy, int64_t rows, int64_t len,
+                                                     int64_t stride, float mean, double* acc1, double* acc2) {
         const f32 mu = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
         const float *xr = x, *gr = dy;
         seg_sums(
@@ -228,6 +237,15 @@ struct BatchNormKernels {
                 load16(full, gr + i, len - i, zero, t1);
                 for (int j = 0; j < kR; ++j) t2[j] = t1[j] * (v[j] - mu);
             });
+    }
+    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
+                         float mean, double* acc1, double* acc2) {
+        grad_seg_body(x, dy, rows, len, stride, mean, acc1, acc2);
+    }
+    static void grad_runs(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
+                          double* acc1, double* acc2) {
+        for (int64_t q = 0; q < runs; ++q)
+            grad_seg_body(x + q * len, dy + q * len, 1, len, len, mean[q], acc1 + q * kLanes, acc2 + q * kLanes);
     }
 
     // s[kTile lanes] += widened a.
@@ -729,7 +747,8 @@ struct BatchNormKernels {
 
 template <class Ops>
 const BatchNormKernelTable BatchNormKernels<Ops>::table = {
-    &stats_seg,        &stats_rows,        &grad_seg,      &grad_rows,     &stats_seg_double,
+    &stats_seg,        &stats_rows,        &grad_seg,      &grad_rows,     &stats_runs,
+    &grad_runs,        &stats_seg_double,
     &stats_rows_double, &grad_seg_double,  &grad_rows_double, &normalize_seg, &normalize_rows,
     &diff_src_seg,     &diff_src_rows,     &scale_seg,     &scale_rows,
 };
