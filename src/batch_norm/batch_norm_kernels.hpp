@@ -526,23 +526,18 @@ struct BatchNormKernels {
         return k.mean_lo ? Ops::load(k.mean_lo + i) : Ops::splat(0.0f);
     }
 
-    // Wide rows: kGroup rows at a time share each load of the per-lane coefficients
-    // (they come from L1; the data streams row by row, contiguous writes).
-    // body(R, r, i, full, n) handles the registers at lane i of rows [r, r + R).
-    static constexpr int kGroup = 2;
-    // Streaming writes start registers at the output's alignment (y: the first row).
+    // Wide rows, one row at a time: each register of data loads its lane's coefficients
+    // (from L1). Sharing those loads between 2 or 4 rows read two or four places of
+    // memory at once, and was 15-40% slower from L3 and DRAM (resnet_c256_56,
+    // resnet_c512_28 and mlp_n4096_c1024 shapes).
+    // body(r, i, full, n) handles the register at lane i of row r; streaming writes
+    // start registers at the output's alignment (y: the first row).
     template <class M, class Body>
-    [[gnu::always_inline]] static void for_row_groups(M m, const float* y, int64_t rows, int64_t width,
-                                                      int64_t stride, Body&& body) {
-        int64_t r = 0;
-        for (; r + kGroup <= rows; r += kGroup)
+    [[gnu::always_inline]] static void for_wide_rows(M m, const float* y, int64_t rows, int64_t width,
+                                                     int64_t stride, Body&& body) {
+        for (int64_t r = 0; r < rows; ++r)
             for_registers(
-                width, [&](auto full, int64_t i, int64_t n) { body(std::integral_constant<int, kGroup>{}, r, i, full, n); },
-                stream_head(m, y + r * stride));
-        for (; r < rows; ++r)
-            for_registers(
-                width, [&](auto full, int64_t i, int64_t n) { body(std::integral_constant<int, 1>{}, r, i, full, n); },
-                stream_head(m, y + r * stride));
+                width, [&](auto full, int64_t i, int64_t n) { body(r, i, full, n); }, stream_head(m, y + r * stride));
     }
 
     // Seg: run r takes the coefficients at index r * coef_step (0: one channel; 1:
@@ -615,12 +610,12 @@ struct BatchNormKernels {
     static void normalize_wide_rows(M m, const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
                                     const ElementwiseCoefs& coefs) {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
-        for_row_groups(m, y, rows, width, stride, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
-            const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), a = Ops::load(k.a + i), b = Ops::load(k.b + i);
-            f32 v[R.value]; // all loads before the stores: rows 4 KB apart would alias them
-            for (int q = 0; q < R.value; ++q) prefetch_ahead(x + (r + q) * stride + i);
-            for (int q = 0; q < R.value; ++q) v[q] = load(full, x + (r + q) * stride + i, n);
-            for (int q = 0; q < R.value; ++q) put(m, full, y + (r + q) * stride + i, normalize1<M::lo>(v[q], mh, ml, a, b), n);
+        for_wide_rows(m, y, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
+            const float* xr = x + r * stride;
+            prefetch_ahead(xr + i);
+            const f32 v = normalize1<M::lo>(load(full, xr + i, n), Ops::load(k.mean_hi + i), lo_load(k, i),
+                                            Ops::load(k.a + i), Ops::load(k.b + i));
+            put(m, full, y + r * stride + i, v, n);
         });
     }
     static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
@@ -658,20 +653,14 @@ struct BatchNormKernels {
     static void diff_src_rows_impl(M m, const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
                                    int64_t stride, const ElementwiseCoefs& coefs) {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
-        for_row_groups(m, dx, rows, width, stride, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
-            const f32 mh = Ops::load(k.mean_hi + i), ml = lo_load(k, i), k1 = Ops::load(k.k1 + i),
-                      k2 = Ops::load(k.k2 + i), a = Ops::load(k.a + i);
-            f32 v[R.value], g[R.value];
-            for (int q = 0; q < R.value; ++q) {
-                prefetch_ahead(x + (r + q) * stride + i);
-                prefetch_ahead(dy + (r + q) * stride + i);
-            }
-            for (int q = 0; q < R.value; ++q) {
-                v[q] = load(full, x + (r + q) * stride + i, n);
-                g[q] = load(full, dy + (r + q) * stride + i, n);
-            }
-            for (int q = 0; q < R.value; ++q)
-                put(m, full, dx + (r + q) * stride + i, diff_src1<M::lo>(v[q], g[q], mh, ml, k1, k2, a), n);
+        for_wide_rows(m, dx, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
+            const float* xr = x + r * stride;
+            const float* gr = dy + r * stride;
+            prefetch_ahead(xr + i);
+            prefetch_ahead(gr + i);
+            const f32 v = diff_src1<M::lo>(load(full, xr + i, n), load(full, gr + i, n), Ops::load(k.mean_hi + i),
+                                           lo_load(k, i), Ops::load(k.k1 + i), Ops::load(k.k2 + i), Ops::load(k.a + i));
+            put(m, full, dx + r * stride + i, v, n);
         });
     }
     // Narrow rows, as in normalize_narrow_rows.
@@ -729,12 +718,10 @@ struct BatchNormKernels {
     static void scale_rows_impl(M m, const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                                 const ElementwiseCoefs& coefs) {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
-        for_row_groups(m, dx, rows, width, stride, [&](auto R, int64_t r, int64_t i, auto full, int64_t n) {
-            const f32 a = Ops::load(k.a + i);
-            f32 g[R.value];
-            for (int q = 0; q < R.value; ++q) prefetch_ahead(dy + (r + q) * stride + i);
-            for (int q = 0; q < R.value; ++q) g[q] = load(full, dy + (r + q) * stride + i, n);
-            for (int q = 0; q < R.value; ++q) put(m, full, dx + (r + q) * stride + i, g[q] * a, n);
+        for_wide_rows(m, dx, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
+            const float* gr = dy + r * stride;
+            prefetch_ahead(gr + i);
+            put(m, full, dx + r * stride + i, load(full, gr + i, n) * Ops::load(k.a + i), n);
         });
     }
     static void scale_rows(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
