@@ -331,14 +331,16 @@ struct BatchNormKernels {
         }
     }
 
-    // grad_rows on rows wider than a tile goes row by row instead (in chunks of kWideLanes
-    // lanes): a tile walking down rows a kilobyte or more apart read its two tensors at
-    // two thirds of the speed of the same data in order. Each register's float terms are
+    // grad_rows on rows of kWideFrom lanes or more goes row by row instead (in chunks of
+    // kWideLanes lanes): a tile walking down rows a kilobyte or more apart read its two
+    // tensors at two thirds of the speed of the same data in order. (Rows of 96-100 lanes
+    // were 10-20% slower row by row; 160 the same.) Each register's float terms are
     // added to float partials p1, p2 in L1; every kFlushSteps rows the partials are added
     // to the double sums. A lane adds the same terms in the same order as in the tile
     // walk: the same sums. (stats_rows reads one tensor, and the partials' loads and
     // stores made it slower: it keeps the tile walk.)
     // terms(full, r, l, n, t1, t2) forms the terms of the register at lane l of row r.
+    static constexpr int64_t kWideFrom = 256;
     static constexpr int64_t kWideLanes = 1024;
     template <class Terms>
     [[gnu::always_inline]] static void wide_rows_sums(int64_t rows, int64_t width, double* acc1, double* acc2,
@@ -389,7 +391,7 @@ struct BatchNormKernels {
     // Per lane j < width: acc1[j] += dy, acc2[j] += dy * (x - mean[j]).
     static void grad_rows(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
                           const float* mean, double* acc1, double* acc2) {
-        if (width > kTile)
+        if (width >= kWideFrom)
             return wide_rows_sums(rows, width, acc1, acc2, [&](auto full, int64_t r, int64_t l, int64_t n, f32& t1, f32& t2) {
                 const float* xp = x + r * stride + l;
                 const float* gp = dy + r * stride + l;
