@@ -707,7 +707,7 @@ struct BatchNormKernels {
     }
 
     template <class M>
-    static void diff_src_rows_impl(M m, const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
+    static void diff_src_wide_rows(M m, const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
                                    int64_t stride, const ElementwiseCoefs& coefs) {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
         for_wide_rows(m, dx, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
@@ -749,7 +749,7 @@ struct BatchNormKernels {
         with_mode(k, [&](auto m) {
             by_width(
                 width, [&](auto tile) { diff_src_narrow_rows(m, tile, x, dy, dx, rows, width, stride, k); },
-                [&] { diff_src_rows_impl(m, x, dy, dx, rows, width, stride, k); });
+                [&] { diff_src_wide_rows(m, x, dy, dx, rows, width, stride, k); });
         });
     }
 
