@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -96,6 +97,12 @@ struct Geometry {
     }
 
     int64_t items() const { return rows_path ? blocks * tiles : C * pieces; }
+    // Values of every channel in partial p (a piece, or a rows block).
+    int64_t partial_count(int64_t p) const {
+        if (rows_path) return std::min(block_rows, M - p * block_rows);
+        const Run r = piece(0, p);
+        return r.rows * r.len;
+    }
     int64_t partials_per_channel() const { return rows_path ? blocks : pieces; }
     int64_t lanes() const { return rows_path ? width : C; }
 
@@ -221,7 +228,37 @@ struct CoefArrays {
 
 // Sums of one piece or of one channel in one rows block, and the shift they are taken from.
 struct PartialSums {
-    double s1 = 0, s2 = 0, center = 0, count = 0;
+    double s1 = 0, s2 = 0, center = 0;
+};
+
+// Every partial sum of every channel, laid out for the epilogue kernels
+// (ChannelPartials): partial p of channel c at [p * C + c]. Each entry is written once,
+// by the task that reduces it, before any epilogue reads it.
+class Partials {
+public:
+    // No storage when not `needed` (backward with nothing to reduce).
+    Partials(const Geometry& g, bool needed = true)
+        : C_(g.C), P_(needed ? g.partials_per_channel() : 0), size_(size_t(P_ * C_)),
+          s1_(new double[size_]), s2_(new double[size_]), center_(new double[size_]), count_(size_t(P_)) {
+        for (int64_t p = 0; p < P_; ++p) count_[size_t(p)] = double(g.partial_count(p));
+    }
+    void set(int64_t p, int64_t c, const PartialSums& s) {
+        const size_t i = size_t(p * C_ + c);
+        s1_[i] = s.s1;
+        s2_[i] = s.s2;
+        center_[i] = s.center;
+    }
+    PartialSums get(int64_t p, int64_t c) const {
+        const size_t i = size_t(p * C_ + c);
+        return {s1_[i], s2_[i], center_[i]};
+    }
+    ChannelPartials view() const { return {s1_.get(), s2_.get(), center_.get(), count_.data(), P_, C_}; }
+
+private:
+    int64_t C_, P_;
+    size_t size_;
+    std::unique_ptr<double[]> s1_, s2_, center_; // not zero-filled: every entry is written
+    std::vector<double> count_;
 };
 
 // The two kinds of per-item reduction, each with its seg and rows kernels in both
@@ -282,15 +319,15 @@ struct GradReduction {
 template <class Reduction>
 PartialSums reduce_piece(const Geometry& g, const Reduction& red, int64_t c, int64_t p) {
     const Run r = g.piece(c, p);
+    const double count = double(r.rows * r.len);
     PartialSums s;
     s.center = red.seg_center(r, c);
-    s.count = double(r.rows * r.len);
     for (bool dbl : {false, true}) {
         double acc1[16] = {}, acc2[16] = {};
         red.seg(r, float(s.center), acc1, acc2, dbl);
         s.s1 = fold16(acc1);
         s.s2 = fold16(acc2);
-        if (red.trusted(s.count, s.s1, s.s2)) break;
+        if (red.trusted(count, s.s1, s.s2)) break;
     }
     return s;
 }
@@ -308,7 +345,7 @@ struct GroupScratch {
 
 template <class Reduction>
 void reduce_piece_group(const Geometry& g, const Reduction& red, int64_t p, int64_t c0, int64_t c1,
-                        GroupScratch& w, PartialSums* out, int64_t out_step) {
+                        GroupScratch& w, Partials& out) {
     const int64_t n0 = p * g.rows_per_piece, n1 = std::min(g.N, n0 + g.rows_per_piece);
     std::fill(w.acc1.begin(), w.acc1.end(), 0.0);
     std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
@@ -318,14 +355,14 @@ void reduce_piece_group(const Geometry& g, const Reduction& red, int64_t p, int6
     const double count = double((n1 - n0) * g.S);
     for (int64_t c = c0; c < c1; ++c) {
         const size_t j = size_t(c - c0);
-        PartialSums s{fold16(&w.acc1[16 * j]), fold16(&w.acc2[16 * j]), w.center[j], count};
+        PartialSums s{fold16(&w.acc1[16 * j]), fold16(&w.acc2[16 * j]), w.center[j]};
         if (!red.trusted(count, s.s1, s.s2)) {
             double acc1[16] = {}, acc2[16] = {};
             red.seg(g.piece(c, p), w.center[j], acc1, acc2, true);
             s.s1 = fold16(acc1);
             s.s2 = fold16(acc2);
         }
-        out[(c - c0) * out_step] = s;
+        out.set(p, c, s);
     }
 }
 
@@ -337,15 +374,16 @@ struct RowsScratch {
         : center(size_t(tile + kRowsLanePadding)), acc1(center.size()), acc2(center.size()) {}
 };
 
-// Reduces one rows item; out[block * C + c] receives each channel's sums.
+// Reduces one rows item into partial r.block of its channels.
 template <class Reduction>
 void reduce_rows_item(const Geometry& g, const Reduction& red, const Geometry::RowsItem& r, RowsScratch& w,
-                      PartialSums* out) {
+                      Partials& out) {
     std::fill(w.center.begin(), w.center.end(), 0.0f);
     // Lane j holds channel (lane0 + j) % C: lane0 is 0 when rep > 1, and lanes < C otherwise.
     for (int64_t j = 0, c = r.lane0; j < r.full.len; ++j, c = (c + 1 == g.C ? 0 : c + 1))
         w.center[j] = red.rows_center(r.row0, r.rows, g.C, c);
     const int64_t channels = g.rep > 1 ? g.C : r.full.len;
+    const double count = double(r.rows);
     // Float terms for every lane; double terms again for the whole item when a channel's
     // sums are not trusted, but kept only for such channels (a channel's sums depend on
     // its own data alone).
@@ -356,25 +394,27 @@ void reduce_rows_item(const Geometry& g, const Reduction& red, const Geometry::R
         red.rows(r.full, w.center.data(), w.acc1.data(), w.acc2.data(), dbl);
         if (r.tail.rows > 0) red.rows(r.tail, w.center.data(), w.acc1.data(), w.acc2.data(), dbl);
         for (int64_t j = 0; j < channels; ++j) {
-            PartialSums& s = out[r.block * g.C + r.lane0 + j];
-            if (dbl && red.trusted(s.count, s.s1, s.s2)) continue;
-            s = PartialSums{};
+            const int64_t c = r.lane0 + j;
+            if (dbl) {
+                const PartialSums f = out.get(r.block, c);
+                if (red.trusted(count, f.s1, f.s2)) continue;
+            }
+            PartialSums s;
             for (int64_t l = j; l < r.full.len; l += g.C) { // lanes of one channel, in lane order
                 s.s1 += w.acc1[l];
                 s.s2 += w.acc2[l];
             }
             s.center = w.center[j];
-            s.count = double(r.rows);
-            redo = redo || !red.trusted(s.count, s.s1, s.s2);
+            out.set(r.block, c, s);
+            redo = redo || !red.trusted(count, s.s1, s.s2);
         }
         if (!redo) break;
     }
 }
 
-// Every partial of every channel: parts[partial * C + c].
+// Every partial of every channel, into parts.
 template <class Reduction>
-std::vector<PartialSums> reduce_all(const ExecConfig& config, const Geometry& g, const Reduction& red) {
-    std::vector<PartialSums> parts(size_t(g.partials_per_channel() * g.C));
+void reduce_all(const ExecConfig& config, const Geometry& g, const Reduction& red, Partials& parts) {
     if (!g.rows_path && g.S <= kPiece) {
         // Items: (piece p, group of channels), groups wide enough to stream.
         const int64_t group = std::min(g.C, std::max<int64_t>(1, 4096 / g.S));
@@ -383,41 +423,22 @@ std::vector<PartialSums> reduce_all(const ExecConfig& config, const Geometry& g,
             GroupScratch w(group);
             for (int64_t item = begin; item < end; ++item) {
                 const int64_t p = item / groups, c0 = (item % groups) * group;
-                reduce_piece_group(g, red, p, c0, std::min(g.C, c0 + group), w, &parts[size_t(p * g.C + c0)], 1);
+                reduce_piece_group(g, red, p, c0, std::min(g.C, c0 + group), w, parts);
             }
         });
-        return parts;
+        return;
     }
     config.threads.parallel_for(g.items(), [&](int64_t begin, int64_t end) {
         if (!g.rows_path) {
             for (int64_t item = begin; item < end; ++item) {
                 const int64_t c = item / g.pieces, p = item % g.pieces;
-                parts[size_t(p * g.C + c)] = reduce_piece(g, red, c, p);
+                parts.set(p, c, reduce_piece(g, red, c, p));
             }
             return;
         }
         RowsScratch w(g.tile);
-        for (int64_t item = begin; item < end; ++item) reduce_rows_item(g, red, g.rows_item(item), w, parts.data());
+        for (int64_t item = begin; item < end; ++item) reduce_rows_item(g, red, g.rows_item(item), w, parts);
     });
-    return parts;
-}
-
-Moments merge_moments(const PartialSums* parts, int64_t count, int64_t step) {
-    Moments m;
-    for (int64_t p = 0; p < count; ++p) {
-        const PartialSums& s = parts[p * step];
-        m = merge(m, moments_from_shifted_sums(s.count, s.center, s.s1, s.s2));
-    }
-    return m;
-}
-
-PartialSums add_sums(const PartialSums* parts, int64_t count, int64_t step) {
-    PartialSums t;
-    for (int64_t p = 0; p < count; ++p) {
-        t.s1 += parts[p * step].s1;
-        t.s2 += parts[p * step].s2;
-    }
-    return t;
 }
 
 // Runs an element-wise kernel over channels [c0, c1) (seg path), in memory order.
@@ -472,43 +493,40 @@ void elementwise_all(const ExecConfig& config, const Geometry& g, const CoefArra
 }
 
 // Channels-first schedule that keeps data in cache: each task takes a group of channels
-// through the reduction of all its pieces (when `red` is given), finish(c, parts of c)
-// for each channel, then the element-wise pass (when `seg` is given). Pieces and their
-// merge order are those of reduce_all: only the schedule differs.
+// through the reduction of all its pieces into `parts` (when `red` is given),
+// finish(c0, c1) for the group, then the element-wise pass (when `seg` is given). Pieces
+// and their merge order are those of reduce_all: only the schedule differs.
 template <class Reduction, class Finish, class SegFn>
 void fused_groups(const ExecConfig& config, const Geometry& g, int64_t group, const Reduction* red,
-                  Finish finish, const CoefArrays& coefs, const SegFn* seg) {
+                  Partials& parts, Finish finish, const CoefArrays& coefs, const SegFn* seg) {
     const int64_t groups = (g.C + group - 1) / group;
-    std::vector<PartialSums> parts(size_t(g.pieces * g.C));
     config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
         GroupScratch w(group);
         for (int64_t i = begin; i < end; ++i) {
             const int64_t c0 = i * group, c1 = std::min(g.C, c0 + group);
             if (red)
-                for (int64_t q = 0; q < g.pieces; ++q)
-                    reduce_piece_group(g, *red, q, c0, c1, w, &parts[size_t(c0 * g.pieces + q)], g.pieces);
-            for (int64_t c = c0; c < c1; ++c) finish(c, &parts[size_t(c * g.pieces)]);
+                for (int64_t q = 0; q < g.pieces; ++q) reduce_piece_group(g, *red, q, c0, c1, w, parts);
+            finish(c0, c1);
             if (seg) elementwise_channels(g, coefs, c0, c1, *seg);
         }
     });
 }
 
 // The rows-path counterpart of fused_groups: each task takes `lanes` channels through
-// the reduction of every row block (when `red` is given), finish(c, parts of c, step)
-// for each, then the element-wise pass over all rows (when `rows` is given). The sums
-// are those of reduce_all's items (Geometry::rows_lanes), merged in the same order.
+// the reduction of every row block (when `red` is given), finish(c0, c1) for them, then
+// the element-wise pass over all rows (when `rows` is given). The sums are those of
+// reduce_all's items (Geometry::rows_lanes), merged in the same order.
 template <class Reduction, class Finish, class RowsFn>
 void fused_lane_groups(const ExecConfig& config, const Geometry& g, int64_t lanes, const Reduction* red,
-                       Finish finish, const CoefArrays& coefs, const RowsFn* rows) {
+                       Partials& parts, Finish finish, const CoefArrays& coefs, const RowsFn* rows) {
     const int64_t groups = (g.C + lanes - 1) / lanes;
-    std::vector<PartialSums> parts(size_t(g.blocks * g.C));
     config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
         RowsScratch w(lanes);
         for (int64_t i = begin; i < end; ++i) {
             const int64_t l0 = i * lanes, n = std::min(lanes, g.C - l0);
             if (red)
-                for (int64_t b = 0; b < g.blocks; ++b) reduce_rows_item(g, *red, g.rows_lanes(b, l0, n), w, parts.data());
-            for (int64_t c = l0; c < l0 + n; ++c) finish(c, &parts[size_t(c)], g.C);
+                for (int64_t b = 0; b < g.blocks; ++b) reduce_rows_item(g, *red, g.rows_lanes(b, l0, n), w, parts);
+            finish(l0, l0 + n);
             if (!rows) continue;
             // Ordinary stores: streaming would start registers at the output's alignment,
             // and the last register of a row would then read coefficients of the next
@@ -521,70 +539,14 @@ void fused_lane_groups(const ExecConfig& config, const Geometry& g, int64_t lane
     });
 }
 
-// Calls f(c) for every channel, in parallel chunks when there are many: each channel's
-// finishing step is independent of the others (and costs tens of cycles).
+// Calls f(c0, c1) over all channels in chunks, in parallel when there are many: each
+// channel's epilogue is independent of the others.
 template <class F>
 void for_channels(const ExecConfig& config, int64_t C, F f) {
-    constexpr int64_t kChunk = 256;
+    constexpr int64_t kChunk = 512;
     config.threads.parallel_for((C + kChunk - 1) / kChunk, [&](int64_t begin, int64_t end) {
-        for (int64_t c = begin * kChunk; c < std::min(C, end * kChunk); ++c) f(c);
+        f(begin * kChunk, std::min(C, end * kChunk));
     });
-}
-
-// A mean held as two floats so that (x - hi) - lo keeps the digits a single float
-// mean would lose on data with a large common offset.
-void split_mean(double mean, float* hi, float* lo) {
-    *hi = float(mean);
-    *lo = float(mean - double(*hi));
-}
-
-double blend(double running, double batch, float momentum, uint32_t flags) {
-    const double m = momentum;
-    return (flags & NK_BN_KERAS_MOMENTUM) ? m * running + (1 - m) * batch
-                                          : (1 - m) * running + m * batch;
-}
-
-struct TrainingArgs {
-    const BatchNormProblem& p;
-    const float *src, *scale, *shift;
-    float *dst, *running_mean, *running_var, *save_mean, *save_invstd;
-};
-
-// Channel c's statistics -> its coefficients and every per-channel output.
-void finish_training_channel(const TrainingArgs& t, int64_t c, const Moments& m, CoefArrays& coefs) {
-    double mean = m.mean, var = m.m2 / m.count;
-    if (!std::isfinite(mean) || !std::isfinite(var)) mean = var = std::numeric_limits<double>::quiet_NaN();
-    const double invstd = 1.0 / std::sqrt(var + double(t.p.epsilon));
-    split_mean(mean, &coefs.mean_hi[c], &coefs.mean_lo[c]);
-    coefs.a[c] = float((t.scale ? double(t.scale[c]) : 1.0) * invstd);
-    coefs.b[c] = t.shift ? t.shift[c] : 0.0f;
-    if (t.save_mean) t.save_mean[c] = float(mean);
-    if (t.save_invstd) t.save_invstd[c] = float(invstd);
-    if (t.running_mean) {
-        const double running_var =
-            (t.p.flags & NK_BN_BIASED_RUNNING_VAR) ? var : var * (m.count / (m.count - 1));
-        t.running_mean[c] = float(blend(t.running_mean[c], mean, t.p.momentum, t.p.flags));
-        t.running_var[c] = float(blend(t.running_var[c], running_var, t.p.momentum, t.p.flags));
-    }
-}
-
-struct BackwardArgs {
-    const BatchNormProblem& p;
-    const float *src, *diff_dst, *scale, *save_mean, *save_invstd;
-    float *diff_src, *diff_scale, *diff_shift;
-    bool global, need_sums;
-};
-
-void finish_backward_channel(const BackwardArgs& b, int64_t c, const PartialSums& s, CoefArrays& coefs) {
-    const double count = double(b.p.n) * double(b.p.s);
-    const double invstd = b.save_invstd[c];
-    coefs.mean_hi[c] = b.save_mean[c];
-    coefs.a[c] = float((b.scale ? double(b.scale[c]) : 1.0) * invstd);
-    if (!b.need_sums) return;
-    if (b.diff_shift) b.diff_shift[c] = float(s.s1);
-    if (b.diff_scale) b.diff_scale[c] = float(s.s2 * invstd);
-    coefs.k1[c] = float(s.s1 / count);
-    coefs.k2[c] = float(s.s2 / count * invstd * invstd);
 }
 
 } // namespace
@@ -595,42 +557,32 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
                                  float* save_mean, float* save_invstd) {
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
-    const TrainingArgs t{p, src, scale, shift, dst, running_mean, running_var, save_mean, save_invstd};
     const StatsReduction red{k, src};
+    Partials parts(g);
     CoefArrays coefs(g.lanes());
     coefs.has_lo = true;
     coefs.stream = stream_outputs(g, dst, 2);
+    const TrainingEpilogue epilogue{parts.view(), p.epsilon,    p.momentum,  p.flags,      scale,
+                                    shift,        running_mean, running_var, save_mean,    save_invstd,
+                                    coefs.mean_hi, coefs.mean_lo, coefs.a,   coefs.b};
+    auto finish = [&](int64_t c0, int64_t c1) { k.training_epilogue(epilogue, c0, c1); };
     auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
         k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
     };
-
-    if (const int64_t group = fused_group(g, 1)) {
-        fused_groups(
-            config, g, group, &red,
-            [&](int64_t c, const PartialSums* parts) {
-                finish_training_channel(t, c, merge_moments(parts, g.pieces, 1), coefs);
-            },
-            coefs, &normalize_run);
-        return;
-    }
-
     auto normalize_rows = [&](const Run& r, const ElementwiseCoefs& e) {
         k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
     };
-    if (const int64_t lanes = fused_lanes(g, 1)) {
-        fused_lane_groups(
-            config, g, lanes, &red,
-            [&](int64_t c, const PartialSums* parts, int64_t step) {
-                finish_training_channel(t, c, merge_moments(parts, g.blocks, step), coefs);
-            },
-            coefs, &normalize_rows);
+
+    if (const int64_t group = fused_group(g, 1)) {
+        fused_groups(config, g, group, &red, parts, finish, coefs, &normalize_run);
         return;
     }
-
-    const std::vector<PartialSums> parts = reduce_all(config, g, red);
-    for_channels(config, p.c, [&](int64_t c) {
-        finish_training_channel(t, c, merge_moments(&parts[size_t(c)], g.partials_per_channel(), p.c), coefs);
-    });
+    if (const int64_t lanes = fused_lanes(g, 1)) {
+        fused_lane_groups(config, g, lanes, &red, parts, finish, coefs, &normalize_rows);
+        return;
+    }
+    reduce_all(config, g, red, parts);
+    for_channels(config, p.c, finish);
     coefs.repeat_channels(p.c, g.lanes());
     elementwise_all(config, g, coefs, normalize_run, normalize_rows);
 }
@@ -642,12 +594,7 @@ void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProbl
     const BatchNormKernelTable& k = kernels_for(config.isa);
     CoefArrays coefs(g.lanes());
     coefs.stream = stream_outputs(g, dst, 2);
-    for (int64_t c = 0; c < p.c; ++c) {
-        const double invstd = 1.0 / std::sqrt(double(variance[c]) + double(p.epsilon));
-        coefs.mean_hi[c] = mean[c];
-        coefs.a[c] = float((scale ? double(scale[c]) : 1.0) * invstd);
-        coefs.b[c] = shift ? shift[c] : 0.0f;
-    }
+    k.inference_epilogue({p.epsilon, mean, variance, scale, shift, coefs.mean_hi, coefs.a, coefs.b}, 0, p.c);
     coefs.repeat_channels(p.c, g.lanes());
     elementwise_all(
         config, g, coefs,
@@ -666,11 +613,16 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
     const bool global = (p.flags & NK_BN_USE_GLOBAL_STATS) != 0;
-    const BackwardArgs b{p,        src,        diff_dst,   scale,  save_mean, save_invstd,
-                         diff_src, diff_scale, diff_shift, global, diff_scale || diff_shift || (diff_src && !global)};
+    // Sums are needed for diff_scale / diff_shift, and for diff_src unless the statistics are frozen.
+    const bool need_sums = diff_scale || diff_shift || (diff_src && !global);
     const GradReduction red{k, src, diff_dst, save_mean};
+    Partials parts(g, need_sums);
     CoefArrays coefs(g.lanes());
     coefs.stream = stream_outputs(g, diff_src, global ? 2 : 3);
+    const BackwardEpilogue epilogue{parts.view(), double(p.n) * double(p.s), need_sums, scale, save_mean,
+                                    save_invstd,  diff_scale, diff_shift, coefs.mean_hi, coefs.a,  coefs.k1,
+                                    coefs.k2};
+    auto finish = [&](int64_t c0, int64_t c1) { k.backward_epilogue(epilogue, c0, c1); };
     auto seg_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
         if (global)
             k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e, coef_step);
@@ -685,33 +637,17 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
             k.diff_src_rows(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
     };
 
+    const GradReduction* reduce = need_sums ? &red : nullptr;
     if (const int64_t group = fused_group(g, 2)) {
-        fused_groups(
-            config, g, group, b.need_sums ? &red : nullptr,
-            [&](int64_t c, const PartialSums* parts) {
-                finish_backward_channel(b, c, b.need_sums ? add_sums(parts, g.pieces, 1) : PartialSums{}, coefs);
-            },
-            coefs, diff_src ? &seg_run : nullptr);
+        fused_groups(config, g, group, reduce, parts, finish, coefs, diff_src ? &seg_run : nullptr);
         return;
     }
-
     if (const int64_t lanes = fused_lanes(g, 2)) {
-        fused_lane_groups(
-            config, g, lanes, b.need_sums ? &red : nullptr,
-            [&](int64_t c, const PartialSums* parts, int64_t step) {
-                finish_backward_channel(b, c, b.need_sums ? add_sums(parts, g.blocks, step) : PartialSums{}, coefs);
-            },
-            coefs, diff_src ? &rows_run : nullptr);
+        fused_lane_groups(config, g, lanes, reduce, parts, finish, coefs, diff_src ? &rows_run : nullptr);
         return;
     }
-
-    std::vector<PartialSums> parts;
-    if (b.need_sums) parts = reduce_all(config, g, red);
-    for_channels(config, p.c, [&](int64_t c) {
-        finish_backward_channel(b, c, b.need_sums ? add_sums(&parts[size_t(c)], g.partials_per_channel(), p.c)
-                                                  : PartialSums{},
-                                coefs);
-    });
+    if (need_sums) reduce_all(config, g, red, parts);
+    for_channels(config, p.c, finish);
     if (!diff_src) return;
     coefs.repeat_channels(p.c, g.lanes());
     elementwise_all(config, g, coefs, seg_run, rows_run);

@@ -50,6 +50,50 @@ using StatsRunsFn = void (*)(const float* x, int64_t runs, int64_t len, const fl
 using GradRunsFn = void (*)(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
                             double* acc1, double* acc2);
 
+// ---- per-channel epilogues: sums -> coefficients and per-channel outputs ----
+// Each runs over channels [c0, c1) and computes in double, one register of channels at
+// a time with the same IEEE operations in the same order on every ISA (and in the
+// scalar kernels), so the vector width never changes a bit.
+
+// Per-channel sums of a reduction: partial p of channel c at [p * stride + c]. Every
+// channel of partial p covers count[p] values.
+struct ChannelPartials {
+    const double *s1, *s2, *center;
+    const double* count;
+    int64_t partials, stride;
+};
+
+// Training forward: the partials' moments merged in partial order (Chan et al.), then
+// the coefficients (mean_hi, mean_lo, a, b), the saved statistics and the running ones.
+struct TrainingEpilogue {
+    ChannelPartials parts;
+    float epsilon, momentum;
+    uint32_t flags;                                                // NK_BN_*
+    const float *scale, *shift;                                    // may be null
+    float *running_mean, *running_var, *save_mean, *save_invstd;   // may be null
+    float *mean_hi, *mean_lo, *a, *b;
+};
+
+// Backward: the partials' sums added in partial order (when need_sums), then the
+// coefficients (mean_hi, a, k1, k2) and diff_scale / diff_shift.
+struct BackwardEpilogue {
+    ChannelPartials parts;
+    double count;          // values per channel
+    bool need_sums;
+    const float *scale;    // may be null
+    const float *save_mean, *save_invstd;
+    float *diff_scale, *diff_shift; // may be null
+    float *mean_hi, *a, *k1, *k2;
+};
+
+// Inference forward: coefficients (mean_hi, a, b) from the running statistics.
+struct InferenceEpilogue {
+    float epsilon;
+    const float *mean, *variance;
+    const float *scale, *shift; // may be null
+    float *mean_hi, *a, *b;
+};
+
 struct BatchNormKernelTable {
     // acc1 += x - pivot, acc2 += (x - pivot)^2; seg: 16 lanes, rows: lane j has pivot[j].
     StatsSegFn stats_seg;
@@ -81,6 +125,10 @@ struct BatchNormKernelTable {
                       const ElementwiseCoefs& k, int64_t coef_step);
     void (*scale_rows)(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                        const ElementwiseCoefs& k);
+
+    void (*training_epilogue)(const TrainingEpilogue& e, int64_t c0, int64_t c1);
+    void (*backward_epilogue)(const BackwardEpilogue& e, int64_t c0, int64_t c1);
+    void (*inference_epilogue)(const InferenceEpilogue& e, int64_t c0, int64_t c1);
 };
 
 const BatchNormKernelTable& batch_norm_kernels_scalar();

@@ -1,31 +1,12 @@
-// Per-block statistics and their exact-order merge. Compiled only into baseline
-// code (the planner), never into an ISA translation unit.
+// The checks on a block's float-term sums, and the fixed fold of 16 lanes. Compiled
+// only into baseline code (the planner), never into an ISA translation unit. The
+// blocks' moments are merged by the epilogue kernels (batch_norm_epilogues.hpp).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 namespace nk {
-
-// count, mean and sum of squared deviations (M2) of a block of values.
-struct Moments {
-    double count = 0;
-    double mean = 0;
-    double m2 = 0;
-};
-
-// Block moments from sums of (x - pivot) and (x - pivot)^2 over `count` values.
-// With the pivot inside the data, the cancellation in s2 - s1^2/n is mild and double
-// sums lose nothing measurable at float32 input precision.
-inline Moments moments_from_shifted_sums(double count, double pivot, double s1, double s2) {
-    Moments m;
-    m.count = count;
-    double d = s1 / count;
-    m.mean = pivot + d;
-    m.m2 = s2 - s1 * d;
-    if (m.m2 < 0) m.m2 = 0;
-    return m;
-}
 
 // The reductions form their terms in float and flush float partials of a few terms
 // into double sums (batch_norm_kernels.hpp). The planner trusts such sums of a block only
@@ -48,19 +29,6 @@ inline bool stats_sums_trusted(double count, double s1, double s2) {
 
 inline bool grad_sums_trusted(double count, double s1, double s2) {
     return std::isfinite(s1) && std::isfinite(s2) && std::fabs(s2) >= kMinAverageTerm * count;
-}
-
-// Chan et al. merge of two disjoint blocks (the batched form of Welford's update).
-inline Moments merge(const Moments& a, const Moments& b) {
-    if (b.count == 0) return a;
-    if (a.count == 0) return b;
-    Moments r;
-    r.count = a.count + b.count;
-    double delta = b.mean - a.mean;
-    double wb = b.count / r.count;
-    r.mean = a.mean + delta * wb;
-    r.m2 = a.m2 + b.m2 + delta * delta * a.count * wb;
-    return r;
 }
 
 // Sum of 16 lanes in a fixed pairwise order.
