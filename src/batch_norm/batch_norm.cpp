@@ -248,6 +248,16 @@ public:
         s2_[i] = s.s2;
         center_[i] = s.center;
     }
+    // Channels [c0, c0 + n) of partial p from per-lane sums, as set() of sums formed
+    // from 0 would store them (0.0 + x: a -0.0 sum becomes +0.0).
+    void set_lanes(int64_t p, int64_t c0, int64_t n, const double* s1, const double* s2, const float* center) {
+        const size_t i = size_t(p * C_ + c0);
+        for (size_t j = 0; j < size_t(n); ++j) {
+            s1_[i + j] = 0.0 + s1[j];
+            s2_[i + j] = 0.0 + s2[j];
+            center_[i + j] = center[j];
+        }
+    }
     PartialSums get(int64_t p, int64_t c) const {
         const size_t i = size_t(p * C_ + c);
         return {s1_[i], s2_[i], center_[i]};
@@ -277,10 +287,9 @@ struct StatsReduction {
         }
         return float(sum / 4);
     }
-    float rows_center(int64_t row0, int64_t rows, int64_t C, int64_t c) const {
-        double sum = 0;
-        for (int64_t q = 0; q < 4; ++q) sum += src[(row0 + q * rows / 4) * C + c];
-        return float(sum / 4);
+    // Rows: the same pivot of each of `lanes` channels from lane0 on, 4 rows of the block.
+    void rows_centers(int64_t row0, int64_t rows, int64_t C, int64_t lane0, int64_t lanes, float* center) const {
+        k.rows_pivots(src + row0 * C + lane0, C, rows, lanes, center);
     }
     void seg(const Run& r, float center, double* a1, double* a2, bool dbl) const {
         (dbl ? k.stats_seg_double : k.stats_seg)(src + r.offset, r.rows, r.len, r.stride, center, a1, a2);
@@ -292,6 +301,9 @@ struct StatsReduction {
         k.stats_runs(src + offset, runs, len, center, a1, a2);
     }
     static bool trusted(double count, double s1, double s2) { return stats_sums_trusted(count, s1, s2); }
+    bool all_trusted(double count, const double* s1, const double* s2, int64_t lanes) const {
+        return k.stats_rows_trusted(count, s1, s2, lanes);
+    }
 };
 
 struct GradReduction {
@@ -300,7 +312,9 @@ struct GradReduction {
     const float* diff_dst;
     const float* mean;
     float seg_center(const Run&, int64_t c) const { return mean[c]; }
-    float rows_center(int64_t, int64_t, int64_t, int64_t c) const { return mean[c]; }
+    void rows_centers(int64_t, int64_t, int64_t, int64_t lane0, int64_t lanes, float* center) const {
+        std::copy(mean + lane0, mean + lane0 + lanes, center);
+    }
     void seg(const Run& r, float center, double* a1, double* a2, bool dbl) const {
         (dbl ? k.grad_seg_double : k.grad_seg)(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride,
                                                center, a1, a2);
@@ -313,6 +327,9 @@ struct GradReduction {
         k.grad_runs(src + offset, diff_dst + offset, runs, len, center, a1, a2);
     }
     static bool trusted(double count, double s1, double s2) { return grad_sums_trusted(count, s1, s2); }
+    bool all_trusted(double count, const double* s1, const double* s2, int64_t lanes) const {
+        return k.grad_rows_trusted(count, s1, s2, lanes);
+    }
 };
 
 // One piece's sums: float terms, or double terms when those are not trusted.
@@ -378,12 +395,12 @@ struct RowsScratch {
 template <class Reduction>
 void reduce_rows_item(const Geometry& g, const Reduction& red, const Geometry::RowsItem& r, RowsScratch& w,
                       Partials& out) {
-    std::fill(w.center.begin(), w.center.end(), 0.0f);
     // Lane j holds channel (lane0 + j) % C: lane0 is 0 when rep > 1, and lanes < C otherwise.
-    for (int64_t j = 0, c = r.lane0; j < r.full.len; ++j, c = (c + 1 == g.C ? 0 : c + 1))
-        w.center[j] = red.rows_center(r.row0, r.rows, g.C, c);
     const int64_t channels = g.rep > 1 ? g.C : r.full.len;
     const double count = double(r.rows);
+    red.rows_centers(r.row0, r.rows, g.C, r.lane0, channels, w.center.data());
+    for (int64_t j = channels; j < r.full.len; ++j) w.center[size_t(j)] = w.center[size_t(j - channels)];
+    std::fill(w.center.begin() + r.full.len, w.center.end(), 0.0f); // padding lanes
     // Float terms for every lane; double terms again for the whole item when a channel's
     // sums are not trusted, but kept only for such channels (a channel's sums depend on
     // its own data alone).
@@ -393,6 +410,11 @@ void reduce_rows_item(const Geometry& g, const Reduction& red, const Geometry::R
         std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
         red.rows(r.full, w.center.data(), w.acc1.data(), w.acc2.data(), dbl);
         if (r.tail.rows > 0) red.rows(r.tail, w.center.data(), w.acc1.data(), w.acc2.data(), dbl);
+        // One lane per channel, all trusted (the usual case): the lanes are the sums.
+        if (!dbl && g.rep == 1 && red.all_trusted(count, w.acc1.data(), w.acc2.data(), channels)) {
+            out.set_lanes(r.block, r.lane0, channels, w.acc1.data(), w.acc2.data(), w.center.data());
+            return;
+        }
         for (int64_t j = 0; j < channels; ++j) {
             const int64_t c = r.lane0 + j;
             if (dbl) {

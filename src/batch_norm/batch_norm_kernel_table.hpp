@@ -126,6 +126,13 @@ struct BatchNormKernelTable {
     void (*scale_rows)(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                        const ElementwiseCoefs& k);
 
+    // Rows reductions, per lane: the pivots of a block of `rows` rows (rows q * rows / 4,
+    // q < 4, averaged in double), and whether every lane's float-term sums pass the
+    // checks of core/moments.hpp.
+    void (*rows_pivots)(const float* x, int64_t stride, int64_t rows, int64_t lanes, float* center);
+    bool (*stats_rows_trusted)(double count, const double* s1, const double* s2, int64_t lanes);
+    bool (*grad_rows_trusted)(double count, const double* s1, const double* s2, int64_t lanes);
+
     void (*training_epilogue)(const TrainingEpilogue& e, int64_t c0, int64_t c1);
     void (*backward_epilogue)(const BackwardEpilogue& e, int64_t c0, int64_t c1);
     void (*inference_epilogue)(const InferenceEpilogue& e, int64_t c0, int64_t c1);

@@ -8,7 +8,7 @@
 // identical across ISAs.
 #pragma once
 
-#include "batch_norm/batch_norm_epilogues.hpp"
+#include "batch_norm/batch_norm_channel_kernels.hpp"
 #include "batch_norm/batch_norm_kernel_table.hpp"
 #include "core/simd.hpp"
 
@@ -796,8 +796,9 @@ const BatchNormKernelTable BatchNormKernels<Ops>::table = {
     &grad_runs,        &stats_seg_double,
     &stats_rows_double, &grad_seg_double,  &grad_rows_double, &normalize_seg, &normalize_rows,
     &diff_src_seg,     &diff_src_rows,     &scale_seg,     &scale_rows,
-    &BatchNormEpilogues<Ops>::training_epilogue, &BatchNormEpilogues<Ops>::backward_epilogue,
-    &BatchNormEpilogues<Ops>::inference_epilogue,
+    &BatchNormChannelKernels<Ops>::rows_pivots, &BatchNormChannelKernels<Ops>::stats_rows_trusted,
+    &BatchNormChannelKernels<Ops>::grad_rows_trusted, &BatchNormChannelKernels<Ops>::training_epilogue, &BatchNormChannelKernels<Ops>::backward_epilogue,
+    &BatchNormChannelKernels<Ops>::inference_epilogue,
 };
 
 } // namespace nk

@@ -1,6 +1,6 @@
 // The checks on a block's float-term sums, and the fixed fold of 16 lanes. Compiled
 // only into baseline code (the planner), never into an ISA translation unit. The
-// blocks' moments are merged by the epilogue kernels (batch_norm_epilogues.hpp).
+// blocks' moments are merged by the epilogue kernels (batch_norm_channel_kernels.hpp).
 #pragma once
 
 #include <cmath>
@@ -21,15 +21,33 @@ namespace nk {
 constexpr double kMinAverageTerm = 0x1p-100;
 constexpr double kMaxCancellation = 16;
 
-inline bool stats_sums_trusted(double count, double s1, double s2) {
-    if (!std::isfinite(s1) || !std::isfinite(s2) || !(s2 >= kMinAverageTerm * count)) return false;
-    const double m2 = s2 - s1 * (s1 / count);
-    return m2 * kMaxCancellation >= s2;
+//
+// Each check is written once for V = double (the planner, one block) and for V = a
+// register of doubles (the rows kernels check a tile of lanes at once; ISA code must use
+// the templates with register types only). Mask is bool or the register's mask.
+template <class V>
+auto finite_mask(V x) {
+    return x - x == V(0.0); // false for an infinity and for NaN
 }
 
-inline bool grad_sums_trusted(double count, double s1, double s2) {
-    return std::isfinite(s1) && std::isfinite(s2) && std::fabs(s2) >= kMinAverageTerm * count;
+template <class V>
+auto stats_sums_trusted_mask(V count, V s1, V s2) {
+    const V m2 = s2 - s1 * (s1 / count);
+    return finite_mask(s1) & finite_mask(s2) & (s2 >= V(kMinAverageTerm) * count) &
+           (m2 * V(kMaxCancellation) >= s2);
 }
+
+template <class V>
+auto grad_sums_trusted_mask(V count, V s1, V s2) {
+    using std::fabs;
+    return finite_mask(s1) & finite_mask(s2) & (fabs(s2) >= V(kMinAverageTerm) * count);
+}
+
+inline bool stats_sums_trusted(double count, double s1, double s2) {
+    return stats_sums_trusted_mask(count, s1, s2);
+}
+
+inline bool grad_sums_trusted(double count, double s1, double s2) { return grad_sums_trusted_mask(count, s1, s2); }
 
 // Sum of 16 lanes in a fixed pairwise order.
 inline double fold16(const double* lanes) {

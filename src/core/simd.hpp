@@ -34,6 +34,7 @@ struct ScalarOps {
     static f32 narrow(f64 lo, f64 /*hi*/) { return f32(lo); }
     static f64 sqrtd(f64 v) { return std::sqrt(v); }
     static f64 selectd(bool c, f64 a, f64 b) { return c ? a : b; }
+    static bool all(bool c) { return c; }
     // Never called: a one-lane register has no partial loads.
     static f32 load_n(const float* p, int64_t, f32) { return *p; }
     static void store_n(float* p, f32 v, int64_t) { *p = v; }
@@ -143,6 +144,7 @@ struct XsimdOps {
     static f32 narrow(f64 lo, f64 hi) { return narrow_f64(Arch{}, lo, hi); }
     static f64 sqrtd(f64 v) { return xsimd::sqrt(v); }
     static f64 selectd(typename f64::batch_bool_type c, f64 a, f64 b) { return xsimd::select(c, a, b); }
+    static bool all(typename f64::batch_bool_type c) { return xsimd::all(c); }
     static f32 load_n(const float* p, int64_t n, f32 fill) { return load_n_f32(Arch{}, p, n, fill); }
     static f64 loadd_n(const double* p, int64_t n, f64 fill) { return load_n_f64(Arch{}, p, n, fill); }
     static void store_n(float* p, f32 v, int64_t n) { store_n_f32(Arch{}, p, v, n); }

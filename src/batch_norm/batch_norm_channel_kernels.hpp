@@ -1,9 +1,11 @@
-// Per-channel epilogues (batch_norm_kernel_table.hpp), templated on an Ops type like
-// the kernels. A register of kF32 channels is handled as kH double registers; only
-// IEEE operations in a fixed order, so every ISA produces the bits of the scalar path.
+// Per-channel work outside the streaming loops (batch_norm_kernel_table.hpp): the rows
+// reductions' pivots and checks, and the epilogues. Templated on an Ops type like the
+// kernels. A register of kF32 channels is handled as kH double registers; only IEEE
+// operations in a fixed order, so every ISA produces the bits of the scalar path.
 #pragma once
 
 #include "batch_norm/batch_norm_kernel_table.hpp"
+#include "core/moments.hpp"
 #include "core/simd.hpp"
 #include "normkit/normkit.h"
 
@@ -13,7 +15,7 @@
 namespace nk {
 
 template <class Ops>
-struct BatchNormEpilogues {
+struct BatchNormChannelKernels {
     using f32 = typename Ops::f32;
     using f64 = typename Ops::f64;
     static constexpr int64_t kF32 = int64_t(Ops::kF32);
@@ -50,12 +52,12 @@ struct BatchNormEpilogues {
     }
     static void store(float* p, int64_t c, const Wide& w, int64_t n) { store(p, c, narrow(w), n); }
 
-    // Double register j of the channels at p + c (n of them valid): zeros past n, which
+    // Double register j of the channels at p + c (n of them valid): `fill` past n, which
     // it never reads (other tasks may be writing there).
-    static f64 loadd(const double* p, int64_t c, int j, int64_t n) {
+    static f64 loadd(const double* p, int64_t c, int j, int64_t n, double fill = 0.0) {
         const int64_t valid = n - j * kF64;
         if (valid >= kF64) return Ops::loadd(p + c + j * kF64);
-        return valid > 0 ? Ops::loadd_n(p + c + j * kF64, valid, Ops::splatd(0.0)) : Ops::splatd(0.0);
+        return valid > 0 ? Ops::loadd_n(p + c + j * kF64, valid, Ops::splatd(fill)) : Ops::splatd(fill);
     }
 
     // r.h[j] = f(j) for each double register j.
@@ -64,6 +66,40 @@ struct BatchNormEpilogues {
         Wide r;
         for (int j = 0; j < kH; ++j) r.h[j] = f(j);
         return r;
+    }
+
+    // center[j] = float((x[j] + x[r1 j] + x[r2 j] + x[r3 j]) / 4), rq = q * rows / 4 rows on:
+    // the mean of 4 values spread over the block, summed in double from 0 in that order.
+    static void rows_pivots(const float* x, int64_t stride, int64_t rows, int64_t lanes, float* center) {
+        for (int64_t j = 0; j < lanes; j += kF32) {
+            const int64_t n = std::min(kF32, lanes - j);
+            Wide sum = widen(Ops::splat(0.0f));
+            for (int64_t q = 0; q < 4; ++q) {
+                const Wide v = load(x + q * rows / 4 * stride, j, n, 0.0f);
+                for (int h = 0; h < kH; ++h) sum.h[h] = sum.h[h] + v.h[h];
+            }
+            store(center, j, each([&](int h) { return sum.h[h] / Ops::splatd(4.0); }), n);
+        }
+    }
+
+    // Whether the float-term sums of every one of `lanes` lanes pass check(count, s1, s2).
+    template <class Check>
+    static bool all_trusted(double count, const double* s1, const double* s2, int64_t lanes, Check check) {
+        for (int64_t j = 0; j < lanes; j += kF32)
+            for (int h = 0; h < kH; ++h) {
+                const int64_t n = std::min(kF32, lanes - j);
+                if (h * kF64 >= n) break;
+                // Past n: sums that pass either check (s1 = 0, s2 = 1, count 1).
+                const f64 a = loadd(s1, j, h, n, 0.0), b = loadd(s2, j, h, n, 1.0);
+                if (!Ops::all(check(Ops::splatd(count), a, b))) return false;
+            }
+        return true;
+    }
+    static bool stats_rows_trusted(double count, const double* s1, const double* s2, int64_t lanes) {
+        return all_trusted(count, s1, s2, lanes, [](f64 c, f64 a, f64 b) { return stats_sums_trusted_mask(c, a, b); });
+    }
+    static bool grad_rows_trusted(double count, const double* s1, const double* s2, int64_t lanes) {
+        return all_trusted(count, s1, s2, lanes, [](f64 c, f64 a, f64 b) { return grad_sums_trusted_mask(c, a, b); });
     }
 
     static void training_epilogue(const TrainingEpilogue& e, int64_t c0, int64_t c1) {
