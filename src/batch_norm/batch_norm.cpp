@@ -9,6 +9,7 @@
 #include "batch_norm/batch_norm_kernel_table.hpp"
 #include "core/caches.hpp"
 #include "core/moments.hpp"
+#include "core/scratch.hpp"
 #include "normkit/normkit.h"
 
 #include <algorithm>
@@ -16,7 +17,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -201,20 +201,19 @@ bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
 // and a load split across two cache lines costs as much as two.
 struct CoefArrays {
     static constexpr int64_t kAlign = 64 / sizeof(float);
-    std::vector<float> storage;
+    Scratch storage;
     float *mean_hi, *mean_lo, *a, *b, *k1, *k2;
     bool has_lo = false; // mean_lo is all zeros unless set (only training fills it)
     bool stream = false; // the pass writes with non-temporal stores
-    explicit CoefArrays(int64_t lanes) {
-        const int64_t step = round_up(lanes + kRowsLanePadding, kAlign);
-        storage.assign(size_t(6 * step + kAlign), 0.0f);
-        const uintptr_t base = reinterpret_cast<uintptr_t>(storage.data());
-        float* p = storage.data() + (round_up(int64_t(base), 64) - int64_t(base)) / int64_t(sizeof(float));
+    explicit CoefArrays(int64_t lanes) : storage(6 * step(lanes) * sizeof(float)) {
+        float* p = static_cast<float*>(storage.data()); // 64-byte aligned
+        std::fill(p, p + 6 * step(lanes), 0.0f);
         for (float** v : {&mean_hi, &mean_lo, &a, &b, &k1, &k2}) {
             *v = p;
-            p += step;
+            p += step(lanes);
         }
     }
+    static int64_t step(int64_t lanes) { return round_up(lanes + kRowsLanePadding, kAlign); }
     CoefArrays(const CoefArrays&) = delete;
     CoefArrays& operator=(const CoefArrays&) = delete;
     ElementwiseCoefs at(int64_t i) const {
@@ -238,8 +237,9 @@ class Partials {
 public:
     // No storage when not `needed` (backward with nothing to reduce).
     Partials(const Geometry& g, bool needed = true)
-        : C_(g.C), P_(needed ? g.partials_per_channel() : 0), size_(size_t(P_ * C_)),
-          s1_(new double[size_]), s2_(new double[size_]), center_(new double[size_]), count_(size_t(P_)) {
+        : C_(g.C), P_(needed ? g.partials_per_channel() : 0), storage_(size_t(P_ * C_) * 3 * sizeof(double)),
+          s1_(static_cast<double*>(storage_.data())), s2_(s1_ + P_ * C_), center_(s2_ + P_ * C_),
+          count_(size_t(P_)) {
         for (int64_t p = 0; p < P_; ++p) count_[size_t(p)] = double(g.partial_count(p));
     }
     void set(int64_t p, int64_t c, const PartialSums& s) {
@@ -262,12 +262,12 @@ public:
         const size_t i = size_t(p * C_ + c);
         return {s1_[i], s2_[i], center_[i]};
     }
-    ChannelPartials view() const { return {s1_.get(), s2_.get(), center_.get(), count_.data(), P_, C_}; }
+    ChannelPartials view() const { return {s1_, s2_, center_, count_.data(), P_, C_}; }
 
 private:
     int64_t C_, P_;
-    size_t size_;
-    std::unique_ptr<double[]> s1_, s2_, center_; // not zero-filled: every entry is written
+    Scratch storage_;
+    double *s1_, *s2_, *center_; // not zero-filled: every entry is written
     std::vector<double> count_;
 };
 
