@@ -9,9 +9,12 @@
 #include "test_util.hpp"
 
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <sstream>
 #include <thread>
+
+#include <tbb/parallel_for.h>
 
 namespace {
 
@@ -308,3 +311,29 @@ TEST_CASE("concurrency: many threads sharing one context while its caps change, 
     for (const std::string& f : failures) CHECK_MESSAGE(f.empty(), f);
     CHECK(changes.load() > 0);
 }
+
+#if !defined(__SANITIZE_THREAD__)
+// A call whose threads wait inside oneTBB may run any task of the caller's arena
+// meanwhile, another normkit call included: calls then nest on one thread, and each
+// must keep its own scratch (core/scratch: a thread's cached blocks are lent to one
+// call at a time). (TSan builds leave this out: they cannot see oneTBB's hand-offs,
+// see src/core/parallel.cpp, and normkit's own parallel_for does not use oneTBB there.)
+TEST_CASE("concurrency: calls made from inside oneTBB tasks of the caller's arena (nested on a thread)") {
+    const std::vector<Problem> problems = make_problems();
+    constexpr int kCalls = 600;
+    std::atomic<int> calls{0}, failures{0};
+    std::mutex first_mutex;
+    std::string first;
+    tbb::parallel_for(0, kCalls, [&](int it) {
+        const Problem& p = problems[size_t(it % kProblemCount)];
+        const std::string why = run_and_compare(nullptr, p, (it / kProblemCount) % kOps);
+        calls.fetch_add(1);
+        if (why.empty()) return;
+        failures.fetch_add(1);
+        std::lock_guard<std::mutex> lock(first_mutex);
+        if (first.empty()) first = "call " + std::to_string(it) + " (" + test::shape_name(p.sh) + "): " + why;
+    });
+    CHECK(calls.load() == kCalls);
+    CHECK_MESSAGE(failures.load() == 0, first);
+}
+#endif
