@@ -45,6 +45,17 @@ int64_t fuse_budget_bytes() { return cache_bytes(2, int64_t(1) << 20) / 2; }
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Schedules only (never results): n units in parts of at most `max_part`, as many parts
+// as a multiple of the threads that run them (a thread's contiguous share of the parts
+// is then as large as another's). Part i is [even_cut(i), even_cut(i + 1)), cut at
+// multiples of `align` (but the end), so parts differ by at most `align` units.
+struct EvenParts {
+    int64_t n, parts, align;
+    EvenParts(int64_t n_, int64_t max_part, int64_t threads, int64_t align_ = 1)
+        : n(n_), parts(round_up((n_ + max_part - 1) / max_part, std::max<int64_t>(1, threads))), align(align_) {}
+    int64_t cut(int64_t i) const { return std::min(n, align * (i * ((n + align - 1) / align) / parts)); }
+};
+
 struct Geometry;
 int64_t fused_group(const Geometry& g, int64_t tensors);
 
@@ -501,15 +512,15 @@ void elementwise_all(const ExecConfig& config, const Geometry& g, const CoefArra
     const int64_t stride = g.rep > 1 ? g.width : g.C;
     const int64_t lane_rows = g.M * g.C / stride;
     const int64_t tail = g.M * g.C - lane_rows * stride; // a last, partial lane row (rep > 1)
-    const int64_t chunk = std::max<int64_t>(1, kPiece / g.tile);
-    const int64_t chunks = std::max<int64_t>(1, (lane_rows + chunk - 1) / chunk);
-    config.threads.parallel_for(chunks * g.tiles, [&](int64_t begin, int64_t end) {
+    const EvenParts chunks(std::max<int64_t>(1, lane_rows), std::max<int64_t>(1, kPiece / g.tile),
+                           config.threads.concurrency() / std::min<int64_t>(g.tiles, config.threads.concurrency()));
+    config.threads.parallel_for(chunks.parts * g.tiles, [&](int64_t begin, int64_t end) {
         for (int64_t item = begin; item < end; ++item) {
             const int64_t q = item / g.tiles, lane0 = (item % g.tiles) * g.tile;
-            const int64_t r0 = q * chunk, r1 = std::min(lane_rows, r0 + chunk);
+            const int64_t r0 = std::min(lane_rows, chunks.cut(q)), r1 = std::min(lane_rows, chunks.cut(q + 1));
             const ElementwiseCoefs k = coefs.at(lane0);
-            rows(Run{r0 * stride + lane0, r1 - r0, std::min(g.tile, g.width - lane0), stride}, k);
-            if (q == chunks - 1 && tail > 0) rows(Run{lane_rows * stride, 1, tail, stride}, k);
+            if (r1 > r0) rows(Run{r0 * stride + lane0, r1 - r0, std::min(g.tile, g.width - lane0), stride}, k);
+            if (q == chunks.parts - 1 && tail > 0) rows(Run{lane_rows * stride, 1, tail, stride}, k);
         }
     });
 }
@@ -521,11 +532,12 @@ void elementwise_all(const ExecConfig& config, const Geometry& g, const CoefArra
 template <class Reduction, class Finish, class SegFn>
 void fused_groups(const ExecConfig& config, const Geometry& g, int64_t group, const Reduction* red,
                   Partials& parts, Finish finish, const CoefArrays& coefs, const SegFn* seg) {
-    const int64_t groups = (g.C + group - 1) / group;
-    config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
+    const EvenParts groups(g.C, group, config.threads.concurrency());
+    config.threads.parallel_for(groups.parts, [&](int64_t begin, int64_t end) {
         GroupScratch w(group);
         for (int64_t i = begin; i < end; ++i) {
-            const int64_t c0 = i * group, c1 = std::min(g.C, c0 + group);
+            const int64_t c0 = groups.cut(i), c1 = groups.cut(i + 1);
+            if (c0 == c1) continue;
             if (red)
                 for (int64_t q = 0; q < g.pieces; ++q) reduce_piece_group(g, *red, q, c0, c1, w, parts);
             finish(c0, c1);
@@ -541,11 +553,13 @@ void fused_groups(const ExecConfig& config, const Geometry& g, int64_t group, co
 template <class Reduction, class Finish, class RowsFn>
 void fused_lane_groups(const ExecConfig& config, const Geometry& g, int64_t lanes, const Reduction* red,
                        Partials& parts, Finish finish, const CoefArrays& coefs, const RowsFn* rows) {
-    const int64_t groups = (g.C + lanes - 1) / lanes;
-    config.threads.parallel_for(groups, [&](int64_t begin, int64_t end) {
+    // Groups of whole registers (16 lanes), at most `lanes` wide.
+    const EvenParts groups(g.C, lanes, config.threads.concurrency(), 16);
+    config.threads.parallel_for(groups.parts, [&](int64_t begin, int64_t end) {
         RowsScratch w(lanes);
         for (int64_t i = begin; i < end; ++i) {
-            const int64_t l0 = i * lanes, n = std::min(lanes, g.C - l0);
+            const int64_t l0 = groups.cut(i), n = groups.cut(i + 1) - l0;
+            if (n == 0) continue;
             if (red)
                 for (int64_t b = 0; b < g.blocks; ++b) reduce_rows_item(g, *red, g.rows_lanes(b, l0, n), w, parts);
             finish(l0, l0 + n);
