@@ -566,7 +566,8 @@ void fused_lane_groups(const ExecConfig& config, const Geometry& g, int64_t lane
             if (!rows) continue;
             // Ordinary stores: streaming would start registers at the output's alignment,
             // and the last register of a row would then read coefficients of the next
-            // group, which another task may be writing. (The tensor is at most 8 MB here:
+            // group, which another task may be writing (groups are whole registers, and
+            // the kernels read no register past the row's lanes). (The tensor is at most 8 MB here:
             // NK_STREAM_STORES=always is the only way to ask for streaming.)
             ElementwiseCoefs e = coefs.at(l0);
             e.stream = false;

@@ -646,16 +646,21 @@ struct BatchNormKernels {
             wide();
     }
 
+    // A narrow row's coefficients at p (null: zeros): the registers holding lanes of the
+    // row. The others are never used, and not read: in a fused lane group they hold the
+    // next group's coefficients, which another task may be writing.
+    static void load_coef_tile(const float* p, int64_t width, f32* v) {
+        for (int j = 0; j < kTileF32; ++j) v[j] = p && j * kF32 < width ? Ops::load(p + j * kF32) : Ops::splat(0.0f);
+    }
+
     template <class M, class IsFull>
     static void normalize_narrow_rows(M m, IsFull tile, const float* x, float* y, int64_t rows, int64_t width,
                                       int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
-        for (int j = 0; j < kTileF32; ++j) {
-            mh[j] = Ops::load(k.mean_hi + j * kF32);
-            ml[j] = lo_load(k, j * kF32);
-            a[j] = Ops::load(k.a + j * kF32);
-            b[j] = Ops::load(k.b + j * kF32);
-        }
+        load_coef_tile(k.mean_hi, width, mh);
+        load_coef_tile(k.mean_lo, width, ml);
+        load_coef_tile(k.a, width, a);
+        load_coef_tile(k.b, width, b);
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
@@ -726,13 +731,11 @@ struct BatchNormKernels {
     static void diff_src_narrow_rows(M m, IsFull tile, const float* x, const float* dy, float* dx, int64_t rows,
                                      int64_t width, int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], ml[kTileF32], k1[kTileF32], k2[kTileF32], a[kTileF32];
-        for (int j = 0; j < kTileF32; ++j) {
-            mh[j] = Ops::load(k.mean_hi + j * kF32);
-            ml[j] = lo_load(k, j * kF32);
-            k1[j] = Ops::load(k.k1 + j * kF32);
-            k2[j] = Ops::load(k.k2 + j * kF32);
-            a[j] = Ops::load(k.a + j * kF32);
-        }
+        load_coef_tile(k.mean_hi, width, mh);
+        load_coef_tile(k.mean_lo, width, ml);
+        load_coef_tile(k.k1, width, k1);
+        load_coef_tile(k.k2, width, k2);
+        load_coef_tile(k.a, width, a);
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
