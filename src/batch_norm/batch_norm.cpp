@@ -13,10 +13,8 @@
 #include "normkit/normkit.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -47,7 +45,7 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Schedules only (never results): n units in parts of at most `max_part`, as many parts
 // as a multiple of the threads that run them (a thread's contiguous share of the parts
-// is then as large as another's). Part i is [even_cut(i), even_cut(i + 1)), cut at
+// is then as large as another's). Part i is [cut(i), cut(i + 1)), cut at
 // multiples of `align` (but the end), so parts differ by at most `align` units.
 struct EvenParts {
     int64_t n, parts, align;
