@@ -776,7 +776,7 @@ const NamedShape kDeterminismShapes[] = {
     {"NC 18007x7", {NK_LAYOUT_NCS, 18007, 7, 1}},
 };
 
-// Channels at offsets 0, 1e2, 1e4, 1e6 (the mean_hi / mean_lo split matters), and
+// Channels at offsets 0, 1e2, 1e4, 1e6 (what rounding the mean to float lost matters), and
 // fixed statistics for the inference and backward passes.
 Data determinism_data(const ref::Shape& sh, uint64_t seed) {
     const double offsets[] = {0.0, 1e2, 1e4, 1e6};

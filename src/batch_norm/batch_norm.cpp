@@ -211,13 +211,12 @@ bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
 struct CoefArrays {
     static constexpr int64_t kAlign = 64 / sizeof(float);
     Scratch storage;
-    float *mean_hi, *mean_lo, *a, *b, *k1, *k2;
-    bool has_lo = false; // mean_lo is all zeros unless set (only training fills it)
+    float *mean_hi, *a, *b, *k1, *k2;
     bool stream = false; // the pass writes with non-temporal stores
-    explicit CoefArrays(int64_t lanes) : storage(6 * step(lanes) * sizeof(float)) {
+    explicit CoefArrays(int64_t lanes) : storage(5 * step(lanes) * sizeof(float)) {
         float* p = static_cast<float*>(storage.data()); // 64-byte aligned
-        std::fill(p, p + 6 * step(lanes), 0.0f);
-        for (float** v : {&mean_hi, &mean_lo, &a, &b, &k1, &k2}) {
+        std::fill(p, p + 5 * step(lanes), 0.0f);
+        for (float** v : {&mean_hi, &a, &b, &k1, &k2}) {
             *v = p;
             p += step(lanes);
         }
@@ -226,10 +225,10 @@ struct CoefArrays {
     CoefArrays(const CoefArrays&) = delete;
     CoefArrays& operator=(const CoefArrays&) = delete;
     ElementwiseCoefs at(int64_t i) const {
-        return {mean_hi + i, has_lo ? mean_lo + i : nullptr, a + i, b + i, k1 + i, k2 + i, stream};
+        return {mean_hi + i, a + i, b + i, k1 + i, k2 + i, stream};
     }
     void repeat_channels(int64_t C, int64_t lanes) {
-        for (float* v : {mean_hi, mean_lo, a, b, k1, k2})
+        for (float* v : {mean_hi, a, b, k1, k2})
             for (int64_t l = C; l < lanes; ++l) v[l] = v[l % C];
     }
 };
@@ -595,11 +594,10 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
     const StatsReduction red{k, src};
     Partials parts(g);
     CoefArrays coefs(g.lanes());
-    coefs.has_lo = true;
     coefs.stream = stream_outputs(g, dst, 2);
     const TrainingEpilogue epilogue{parts.view(), p.epsilon,    p.momentum,  p.flags,      scale,
                                     shift,        running_mean, running_var, save_mean,    save_invstd,
-                                    coefs.mean_hi, coefs.mean_lo, coefs.a,   coefs.b};
+                                    coefs.mean_hi, coefs.a,   coefs.b};
     auto finish = [&](int64_t c0, int64_t c1) { k.training_epilogue(epilogue, c0, c1); };
     auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
         k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);

@@ -149,13 +149,13 @@ struct BatchNormChannelKernels {
             }
             const Wide invstd =
                 each([&](int j) { return one / Ops::sqrtd(var.h[j] + Ops::splatd(double(e.epsilon))); });
-            // The mean as two floats: hi, and lo = what hi lost.
+            // The mean rounded to float (hi); what it lost goes into b: y = (x - hi) * a + b.
             const f32 hi = narrow(mean);
-            const Wide hi_wide = widen(hi), scale = load(e.scale, c, n, 1.0f);
+            const Wide hi_wide = widen(hi), scale = load(e.scale, c, n, 1.0f), shift = load(e.shift, c, n, 0.0f);
+            const Wide a = each([&](int j) { return scale.h[j] * invstd.h[j]; });
             store(e.mean_hi, c, hi, n);
-            store(e.mean_lo, c, each([&](int j) { return mean.h[j] - hi_wide.h[j]; }), n);
-            store(e.a, c, each([&](int j) { return scale.h[j] * invstd.h[j]; }), n);
-            store(e.b, c, loadf(e.shift, c, n, 0.0f), n);
+            store(e.a, c, a, n);
+            store(e.b, c, each([&](int j) { return shift.h[j] - (mean.h[j] - hi_wide.h[j]) * a.h[j]; }), n);
             store(e.save_mean, c, hi, n);
             store(e.save_invstd, c, invstd, n);
             if (!e.running_mean) continue;

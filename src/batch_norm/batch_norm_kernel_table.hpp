@@ -19,12 +19,14 @@ namespace nk {
 constexpr int64_t kRowsLanePadding = 64;
 
 // Coefficients of the element-wise passes:
-//   normalize: dst = ((src - mean_hi) - mean_lo) * a + b
-//   diff_src:  dx = ((dy - k1) - ((x - mean_hi) - mean_lo) * k2) * a
+//   normalize: dst = (src - mean_hi) * a + b
+//   diff_src:  dx = ((dy - k1) - (x - mean_hi) * k2) * a
 //   scale:     dx = dy * a
+// mean_hi is the mean rounded to float, so src - mean_hi keeps its digits under a large
+// common offset; in training, b = shift - (mean - mean_hi) * a (in double) carries the
+// rest of the mean. (Backward's mean is save_mean, a float already.)
 struct ElementwiseCoefs {
     const float* mean_hi;
-    const float* mean_lo; // null: all zero
     const float* a;
     const float* b;
     const float* k1;
@@ -64,14 +66,14 @@ struct ChannelPartials {
 };
 
 // Training forward: the partials' moments merged in partial order (Chan et al.), then
-// the coefficients (mean_hi, mean_lo, a, b), the saved statistics and the running ones.
+// the coefficients (mean_hi, a, b), the saved statistics and the running ones.
 struct TrainingEpilogue {
     ChannelPartials parts;
     float epsilon, momentum;
     uint32_t flags;                                                // NK_BN_*
     const float *scale, *shift;                                    // may be null
     float *running_mean, *running_var, *save_mean, *save_invstd;   // may be null
-    float *mean_hi, *mean_lo, *a, *b;
+    float *mean_hi, *a, *b;
 };
 
 // Backward: the partials' sums added in partial order (when need_sums), then the

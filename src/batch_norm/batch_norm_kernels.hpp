@@ -524,39 +524,33 @@ struct BatchNormKernels {
 
     // ---- element-wise passes: one formula each ----
     //
-    // mean_lo is a null pointer when it is zero (inference, backward): the kernels then
-    // skip "- mean_lo", which gives the same bits ((x - mh) - 0 == x - mh).
+    // mh is the mean rounded to float (x - mh is exact for x near it); what the rounding
+    // lost is folded into b (training) or k1 (backward) by the epilogues, in double.
 
-    template <bool kLo, class T>
-    static T centered(T x, T mh, T ml) {
-        if constexpr (kLo)
-            return (x - mh) - ml;
-        else
-            return x - mh;
+    template <class T>
+    static T normalize1(T x, T mh, T a, T b) {
+        return (x - mh) * a + b;
     }
-    template <bool kLo, class T>
-    static T normalize1(T x, T mh, T ml, T a, T b) {
-        return centered<kLo>(x, mh, ml) * a + b;
-    }
-    template <bool kLo, class T>
-    static T diff_src1(T x, T dy, T mh, T ml, T k1, T k2, T a) {
-        return ((dy - k1) - centered<kLo>(x, mh, ml) * k2) * a;
+    template <class T>
+    static T diff_src1(T x, T dy, T mh, T k1, T k2, T a) {
+        return ((dy - k1) - (x - mh) * k2) * a;
     }
 
-    // How an element-wise pass runs: with or without mean_lo, and with ordinary or
-    // non-temporal stores (ElementwiseCoefs::stream). with_mode calls f(Mode<lo, nt>{})
-    // for the case at hand; f only forwards to a kernel instantiated for it.
-    template <bool kLo, bool kNt>
+    // How an element-wise pass stores: ordinary or non-temporal stores
+    // (ElementwiseCoefs::stream). with_mode calls f(Mode<nt>{}) for the case at hand; f
+    // only forwards to a kernel instantiated for it.
+    template <bool kNt>
     struct Mode {
-        static constexpr bool lo = kLo, nt = kNt;
+        static constexpr bool nt = kNt;
     };
     template <class F>
     static void with_mode(const ElementwiseCoefs& k, F&& f) {
-        if (k.mean_lo)
-            k.stream ? f(Mode<true, true>{}) : f(Mode<true, false>{});
-        else
-            k.stream ? f(Mode<false, true>{}) : f(Mode<false, false>{});
-        if (k.stream) Ops::stream_fence(); // order the streamed writes before the caller's
+        if (k.stream) {
+            f(Mode<true>{});
+            Ops::stream_fence(); // order the streamed writes before the caller's
+        } else {
+            f(Mode<false>{});
+        }
     }
 
     // Floats before the first register-aligned address at or after p, when the mode
@@ -577,11 +571,6 @@ struct BatchNormKernels {
             if (reinterpret_cast<uintptr_t>(p) % (kF32 * sizeof(float)) == 0) return Ops::stream(p, v);
         }
         store(full, p, v, n);
-    }
-
-    static float lo_at(const ElementwiseCoefs& k, int64_t c) { return k.mean_lo ? k.mean_lo[c] : 0.0f; }
-    static f32 lo_load(const ElementwiseCoefs& k, int64_t i) {
-        return k.mean_lo ? Ops::load(k.mean_lo + i) : Ops::splat(0.0f);
     }
 
     // Wide rows, one row at a time: each register of data loads its lane's coefficients
@@ -606,13 +595,12 @@ struct BatchNormKernels {
                                    const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
-            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(lo_at(k, c)), a = Ops::splat(k.a[c]),
-                      b = Ops::splat(k.b[c]);
+            const f32 mh = Ops::splat(k.mean_hi[c]), a = Ops::splat(k.a[c]), b = Ops::splat(k.b[c]);
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
             prefetch_run(x, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                put(m, full, yr + i, normalize1<M::lo>(load(full, xr + i, n), mh, ml, a, b), n);
+                put(m, full, yr + i, normalize1(load(full, xr + i, n), mh, a, b), n);
             }, stream_head(m, yr));
         }
     }
@@ -656,16 +644,15 @@ struct BatchNormKernels {
     template <class M, class IsFull>
     static void normalize_narrow_rows(M m, IsFull tile, const float* x, float* y, int64_t rows, int64_t width,
                                       int64_t stride, const ElementwiseCoefs& k) {
-        f32 mh[kTileF32], ml[kTileF32], a[kTileF32], b[kTileF32];
+        f32 mh[kTileF32], a[kTileF32], b[kTileF32];
         load_coef_tile(k.mean_hi, width, mh);
-        load_coef_tile(k.mean_lo, width, ml);
         load_coef_tile(k.a, width, a);
         load_coef_tile(k.b, width, b);
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
             for_tile_registers(tile, width, [&](auto full, int j, int64_t n) {
-                put(m, full, yr + j * kF32, normalize1<M::lo>(load(full, xr + j * kF32, n), mh[j], ml[j], a[j], b[j]), n);
+                put(m, full, yr + j * kF32, normalize1(load(full, xr + j * kF32, n), mh[j], a[j], b[j]), n);
             });
         }
     }
@@ -676,8 +663,8 @@ struct BatchNormKernels {
         for_wide_rows(m, y, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
             const float* xr = x + r * stride;
             prefetch_ahead(xr + i);
-            const f32 v = normalize1<M::lo>(load(full, xr + i, n), Ops::load(k.mean_hi + i), lo_load(k, i),
-                                            Ops::load(k.a + i), Ops::load(k.b + i));
+            const f32 v =
+                normalize1(load(full, xr + i, n), Ops::load(k.mean_hi + i), Ops::load(k.a + i), Ops::load(k.b + i));
             put(m, full, y + r * stride + i, v, n);
         });
     }
@@ -695,15 +682,15 @@ struct BatchNormKernels {
                                   int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
-            const f32 mh = Ops::splat(k.mean_hi[c]), ml = Ops::splat(lo_at(k, c)), k1 = Ops::splat(k.k1[c]),
-                      k2 = Ops::splat(k.k2[c]), a = Ops::splat(k.a[c]);
+            const f32 mh = Ops::splat(k.mean_hi[c]), k1 = Ops::splat(k.k1[c]), k2 = Ops::splat(k.k2[c]),
+                      a = Ops::splat(k.a[c]);
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
             prefetch_run(x, r, rows, len, stride);
             prefetch_run(dy, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                put(m, full, dr + i, diff_src1<M::lo>(load(full, xr + i, n), load(full, gr + i, n), mh, ml, k1, k2, a), n);
+                put(m, full, dr + i, diff_src1(load(full, xr + i, n), load(full, gr + i, n), mh, k1, k2, a), n);
             }, stream_head(m, dr));
         }
     }
@@ -721,8 +708,8 @@ struct BatchNormKernels {
             const float* gr = dy + r * stride;
             prefetch_ahead(xr + i);
             prefetch_ahead(gr + i);
-            const f32 v = diff_src1<M::lo>(load(full, xr + i, n), load(full, gr + i, n), Ops::load(k.mean_hi + i),
-                                           lo_load(k, i), Ops::load(k.k1 + i), Ops::load(k.k2 + i), Ops::load(k.a + i));
+            const f32 v = diff_src1(load(full, xr + i, n), load(full, gr + i, n), Ops::load(k.mean_hi + i),
+                                    Ops::load(k.k1 + i), Ops::load(k.k2 + i), Ops::load(k.a + i));
             put(m, full, dx + r * stride + i, v, n);
         });
     }
@@ -730,9 +717,8 @@ struct BatchNormKernels {
     template <class M, class IsFull>
     static void diff_src_narrow_rows(M m, IsFull tile, const float* x, const float* dy, float* dx, int64_t rows,
                                      int64_t width, int64_t stride, const ElementwiseCoefs& k) {
-        f32 mh[kTileF32], ml[kTileF32], k1[kTileF32], k2[kTileF32], a[kTileF32];
+        f32 mh[kTileF32], k1[kTileF32], k2[kTileF32], a[kTileF32];
         load_coef_tile(k.mean_hi, width, mh);
-        load_coef_tile(k.mean_lo, width, ml);
         load_coef_tile(k.k1, width, k1);
         load_coef_tile(k.k2, width, k2);
         load_coef_tile(k.a, width, a);
@@ -742,8 +728,7 @@ struct BatchNormKernels {
             float* dr = dx + r * stride;
             for_tile_registers(tile, width, [&](auto full, int j, int64_t n) {
                 put(m, full, dr + j * kF32,
-                    diff_src1<M::lo>(load(full, xr + j * kF32, n), load(full, gr + j * kF32, n), mh[j], ml[j], k1[j],
-                                     k2[j], a[j]),
+                    diff_src1(load(full, xr + j * kF32, n), load(full, gr + j * kF32, n), mh[j], k1[j], k2[j], a[j]),
                     n);
             });
         }
