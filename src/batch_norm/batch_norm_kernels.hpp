@@ -524,8 +524,9 @@ struct BatchNormKernels {
 
     // ---- element-wise passes: one formula each ----
     //
-    // mh is the mean rounded to float (x - mh is exact for x near it); what the rounding
-    // lost is folded into b (training) or k1 (backward) by the epilogues, in double.
+    // mh is the mean rounded to float (x - mh is exact for x near it). In training, what
+    // the rounding lost is folded into b by the epilogue, in double; backward's mean is
+    // save_mean, a float already.
 
     template <class T>
     static T normalize1(T x, T mh, T a, T b) {
