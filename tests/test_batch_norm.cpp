@@ -216,6 +216,13 @@ TEST_CASE("batch norm: every mode, layout, ISA and thread count matches the floa
     }
 }
 
+// Wide channels-last rows prefetch their inputs only when a thread's share exceeds its
+// L2 (prefetch_inputs in the planner); the shapes above are all smaller. 3 MB of input:
+// with 1 thread every wide-row kernel runs with its prefetches.
+TEST_CASE("batch norm: wide channels-last rows larger than the L2 (the prefetching kernels)") {
+    check_shape({NK_LAYOUT_NSC, 8, 1500, 64}, {1, 2}, 4242);
+}
+
 TEST_CASE("batch norm: a tensor above 10 million elements") {
     for (int layout : {NK_LAYOUT_NCS, NK_LAYOUT_NSC}) {
         const ref::Shape sh{layout, 16, 64, 10000};

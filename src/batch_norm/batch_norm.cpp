@@ -204,6 +204,16 @@ bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
     return reinterpret_cast<uintptr_t>(dst) % 64 == 0 && row_floats % 16 == 0;
 }
 
+// Whether the element-wise kernels of wide rows prefetch their `inputs` tensors of g's
+// shape: not when each thread's share fits in its L2, where the prefetches only cost
+// (mlp_n256_c784 inference, one thread: 6-7% faster without them); they pay from the L3
+// and memory (mlp_n4096_c1024 inference 16% slower without them, wide channels-last
+// rows 3-9%). Only the schedule depends on it, never a result.
+bool prefetch_inputs(const ExecConfig& config, const Geometry& g, int64_t inputs) {
+    const double bytes = double(g.N) * double(g.C) * double(g.S) * double(inputs) * sizeof(float);
+    return bytes / config.threads.concurrency() > double(cache_bytes(2, int64_t(1) << 20));
+}
+
 // Per-lane coefficients of the element-wise pass (padded for whole-register reads;
 // the rows path with rep > 1 repeats the C channels rep times). Each array starts on a
 // 64-byte boundary: the rows kernels load a register of each per register of data,
@@ -212,7 +222,8 @@ struct CoefArrays {
     static constexpr int64_t kAlign = 64 / sizeof(float);
     Scratch storage;
     float *mean_hi, *a, *b, *k1, *k2;
-    bool stream = false; // the pass writes with non-temporal stores
+    bool stream = false;  // the pass writes with non-temporal stores
+    bool prefetch = true; // wide rows prefetch their inputs (prefetch_inputs)
     explicit CoefArrays(int64_t lanes) : storage(5 * step(lanes) * sizeof(float)) {
         float* p = static_cast<float*>(storage.data()); // 64-byte aligned
         std::fill(p, p + 5 * step(lanes), 0.0f);
@@ -225,7 +236,7 @@ struct CoefArrays {
     CoefArrays(const CoefArrays&) = delete;
     CoefArrays& operator=(const CoefArrays&) = delete;
     ElementwiseCoefs at(int64_t i) const {
-        return {mean_hi + i, a + i, b + i, k1 + i, k2 + i, stream};
+        return {mean_hi + i, a + i, b + i, k1 + i, k2 + i, stream, prefetch};
     }
     void repeat_channels(int64_t C, int64_t lanes) {
         for (float* v : {mean_hi, a, b, k1, k2})
@@ -595,6 +606,7 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
     Partials parts(g);
     CoefArrays coefs(g.lanes());
     coefs.stream = stream_outputs(g, dst, 2);
+    coefs.prefetch = prefetch_inputs(config, g, 1);
     const TrainingEpilogue epilogue{parts.view(), p.epsilon,    p.momentum,  p.flags,      scale,
                                     shift,        running_mean, running_var, save_mean,    save_invstd,
                                     coefs.mean_hi, coefs.a,   coefs.b};
@@ -627,6 +639,7 @@ void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProbl
     const BatchNormKernelTable& k = kernels_for(config.isa);
     CoefArrays coefs(g.lanes());
     coefs.stream = stream_outputs(g, dst, 2);
+    coefs.prefetch = prefetch_inputs(config, g, 1);
     k.inference_epilogue({p.epsilon, mean, variance, scale, shift, coefs.mean_hi, coefs.a, coefs.b}, 0, p.c);
     coefs.repeat_channels(p.c, g.lanes());
     elementwise_all(
@@ -652,6 +665,7 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     Partials parts(g, need_sums);
     CoefArrays coefs(g.lanes());
     coefs.stream = stream_outputs(g, diff_src, global ? 2 : 3);
+    coefs.prefetch = prefetch_inputs(config, g, global ? 1 : 2);
     const BackwardEpilogue epilogue{parts.view(), double(p.n) * double(p.s), need_sums, scale, save_mean,
                                     save_invstd,  diff_scale, diff_shift, coefs.mean_hi, coefs.a,  coefs.k1,
                                     coefs.k2};

@@ -34,6 +34,9 @@ struct ElementwiseCoefs {
     // Write the results with non-temporal stores (whole aligned registers): for outputs
     // too large to stay in the last-level cache. Never changes a result.
     bool stream;
+    // Wide rows: prefetch the inputs 8 KB ahead (for inputs read from the L3 or memory;
+    // from the L2 the prefetches only cost). Never changes a result.
+    bool prefetch;
 };
 
 // Reductions over the runs of one item into 16 (seg) or `width` (rows) double lanes.

@@ -663,7 +663,7 @@ struct BatchNormKernels {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
         for_wide_rows(m, y, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
             const float* xr = x + r * stride;
-            prefetch_ahead(xr + i);
+            if (k.prefetch) prefetch_ahead(xr + i);
             const f32 v =
                 normalize1(load(full, xr + i, n), Ops::load(k.mean_hi + i), Ops::load(k.a + i), Ops::load(k.b + i));
             put(m, full, y + r * stride + i, v, n);
@@ -707,8 +707,10 @@ struct BatchNormKernels {
         for_wide_rows(m, dx, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
-            prefetch_ahead(xr + i);
-            prefetch_ahead(gr + i);
+            if (k.prefetch) {
+                prefetch_ahead(xr + i);
+                prefetch_ahead(gr + i);
+            }
             const f32 v = diff_src1(load(full, xr + i, n), load(full, gr + i, n), Ops::load(k.mean_hi + i),
                                     Ops::load(k.k1 + i), Ops::load(k.k2 + i), Ops::load(k.a + i));
             put(m, full, dx + r * stride + i, v, n);
@@ -767,7 +769,7 @@ struct BatchNormKernels {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
         for_wide_rows(m, dx, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
             const float* gr = dy + r * stride;
-            prefetch_ahead(gr + i);
+            if (k.prefetch) prefetch_ahead(gr + i);
             put(m, full, dx + r * stride + i, load(full, gr + i, n) * Ops::load(k.a + i), n);
         });
     }
