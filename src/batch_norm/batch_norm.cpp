@@ -206,7 +206,7 @@ bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
 
 // Whether the element-wise kernels of wide rows prefetch their `inputs` tensors of g's
 // shape: not when each thread's share fits in its L2, where the prefetches only cost
-// (mlp_n256_c784 inference, one thread: 6-7% faster without them); they pay from the L3
+// (mlp_n256_c784 inference, one thread: 5-7% faster without them); they pay from the L3
 // and memory (mlp_n4096_c1024 inference 16% slower without them, wide channels-last
 // rows 3-9%). Only the schedule depends on it, never a result.
 bool prefetch_inputs(const ExecConfig& config, const Geometry& g, int64_t inputs) {
