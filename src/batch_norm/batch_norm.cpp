@@ -180,15 +180,19 @@ int64_t fused_lanes(const Geometry& g, int64_t tensors) {
     return kMinLanes * lane_bytes <= fuse_budget_bytes() ? kMinLanes : 0;
 }
 
-// Whether an element-wise pass over `tensors` tensors of g's shape writes its
-// output `dst` with non-temporal stores: when the tensors exceed the last-level
-// cache, ordinary stores would fetch every output line first and evict input that is
-// still to be read. The rows path also needs every row of dst to start on a register
-// boundary (`row_floats` apart): peeling a partial register off each row costs more
-// than streaming gains. NK_STREAM_STORES=always|never overrides (always ignores the
-// alignment: tests use it to run the streaming kernels on any tensor). Only the
-// schedule depends on it, never a result.
-bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
+// Whether an element-wise pass over `tensors` tensors of g's shape writes its output
+// `dst` with non-temporal stores: when the tensors do not stay in the last-level cache,
+// ordinary stores would fetch every output line first and evict input that is still to
+// be read. They do not stay when they exceed the L3, or when one thread's share passes
+// 7/8 of it: a 32 MiB footprint on one thread does not stay in a 32 MiB L3
+// (mlp_n4096_c1024 with one thread: inference and training 1.43-1.5x streamed), 24.5 MiB
+// does (resnet_c64_56: 0.90-0.96x streamed), and 32 MiB on 2 threads does (streaming it
+// fell to 36% of the roofline). The rows path also needs every row of dst to start on a
+// register boundary (`row_floats` apart): peeling a partial register off each row costs
+// more than streaming gains. NK_STREAM_STORES=always|never overrides (always ignores the
+// alignment: tests use it to run the streaming kernels on any tensor). Only the schedule
+// depends on it, never a result.
+bool stream_outputs(const ExecConfig& config, const Geometry& g, const float* dst, int64_t tensors) {
     enum class Policy { automatic, always, never };
     static const Policy policy = [] {
         const char* env = std::getenv("NK_STREAM_STORES");
@@ -198,7 +202,8 @@ bool stream_outputs(const Geometry& g, const float* dst, int64_t tensors) {
     }();
     if (policy != Policy::automatic) return policy == Policy::always;
     const double bytes = double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
-    if (bytes <= double(cache_bytes(3, int64_t(32) << 20))) return false;
+    const double l3 = double(cache_bytes(3, int64_t(32) << 20));
+    if (bytes <= l3 && bytes / config.threads.concurrency() <= 0.875 * l3) return false;
     if (!g.rows_path) return true;
     const int64_t row_floats = g.rep > 1 ? g.width : g.C;
     return reinterpret_cast<uintptr_t>(dst) % 64 == 0 && row_floats % 16 == 0;
@@ -605,7 +610,7 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
     const StatsReduction red{k, src};
     Partials parts(g);
     CoefArrays coefs(g.lanes());
-    coefs.stream = stream_outputs(g, dst, 2);
+    coefs.stream = stream_outputs(config, g, dst, 2);
     coefs.prefetch = prefetch_inputs(config, g, 1);
     const TrainingEpilogue epilogue{parts.view(), p.epsilon,    p.momentum,  p.flags,      scale,
                                     shift,        running_mean, running_var, save_mean,    save_invstd,
@@ -638,7 +643,7 @@ void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProbl
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
     CoefArrays coefs(g.lanes());
-    coefs.stream = stream_outputs(g, dst, 2);
+    coefs.stream = stream_outputs(config, g, dst, 2);
     coefs.prefetch = prefetch_inputs(config, g, 1);
     k.inference_epilogue({p.epsilon, mean, variance, scale, shift, coefs.mean_hi, coefs.a, coefs.b}, 0, p.c);
     coefs.repeat_channels(p.c, g.lanes());
@@ -664,7 +669,7 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     const GradReduction red{k, src, diff_dst, save_mean};
     Partials parts(g, need_sums);
     CoefArrays coefs(g.lanes());
-    coefs.stream = stream_outputs(g, diff_src, global ? 2 : 3);
+    coefs.stream = stream_outputs(config, g, diff_src, global ? 2 : 3);
     coefs.prefetch = prefetch_inputs(config, g, global ? 1 : 2);
     const BackwardEpilogue epilogue{parts.view(), double(p.n) * double(p.s), need_sums, scale, save_mean,
                                     save_invstd,  diff_scale, diff_shift, coefs.mean_hi, coefs.a,  coefs.k1,
