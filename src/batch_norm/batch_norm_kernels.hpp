@@ -623,15 +623,37 @@ struct BatchNormKernels {
                 body(Part{}, j, valid);
         }
     }
+    // Rows of more than a tile and at most kHeldCoefRegs / coefs whole registers also keep
+    // their `coefs` coefficient arrays in registers (AVX-512 only, which has 32 of them:
+    // 80 to 128 lanes when normalizing, as channels-last C = 3, packed into rows of 96; 80
+    // to 96 for diff_src). Wide rows load them from L1 for every register of data, which
+    // was 7-20% slower in inference and 6-22% in backward on channels-last C = 3, 5, 7
+    // with one thread (A/B; with 2 threads C = 3 inference measured 0.91-1.0x, training
+    // and backward 1.0-1.06x); diff_src on 7 registers (28 of coefficients) was slower held.
+    // held(std::integral_constant<int, R>) handles rows of R registers.
+    static constexpr int kHeldCoefRegs = kF32 == 16 ? 24 : 0;
+    template <int coefs, int R = kTileF32 + 1, class Held>
+    [[gnu::always_inline]] static bool held_registers(int64_t width, Held&& held) {
+        if constexpr (R * coefs > kHeldCoefRegs) {
+            return false;
+        } else {
+            if (width == R * kF32) {
+                held(std::integral_constant<int, R>{});
+                return true;
+            }
+            return held_registers<coefs, R + 1>(width, held);
+        }
+    }
+
     // Calls narrow(Full) for rows of exactly one tile, narrow(Part) for shorter rows,
-    // wide() for longer ones.
-    template <class Narrow, class Wide>
-    [[gnu::always_inline]] static void by_width(int64_t width, Narrow&& narrow, Wide&& wide) {
+    // held(R) for rows of R whole registers as above, wide() for the others.
+    template <int coefs, class Narrow, class Held, class Wide>
+    [[gnu::always_inline]] static void by_width(int64_t width, Narrow&& narrow, Held&& held, Wide&& wide) {
         if (width == kTile)
             narrow(Full{});
         else if (width < kTile)
             narrow(Part{});
-        else
+        else if (!held_registers<coefs>(width, held))
             wide();
     }
 
@@ -657,6 +679,22 @@ struct BatchNormKernels {
             });
         }
     }
+    template <class M, int R>
+    static void normalize_held_rows(M m, std::integral_constant<int, R>, const float* x, float* y, int64_t rows,
+                                    int64_t stride, const ElementwiseCoefs& k) {
+        f32 mh[R], a[R], b[R];
+        for (int j = 0; j < R; ++j) {
+            mh[j] = Ops::load(k.mean_hi + j * kF32);
+            a[j] = Ops::load(k.a + j * kF32);
+            b[j] = Ops::load(k.b + j * kF32);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * stride;
+            float* yr = y + r * stride;
+            for (int j = 0; j < R; ++j)
+                put(m, Full{}, yr + j * kF32, normalize1(Ops::load(xr + j * kF32), mh[j], a[j], b[j]), kF32);
+        }
+    }
     template <class M>
     static void normalize_wide_rows(M m, const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
                                     const ElementwiseCoefs& coefs) {
@@ -672,8 +710,9 @@ struct BatchNormKernels {
     static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
                                const ElementwiseCoefs& k) {
         with_mode(k, [&](auto m) {
-            by_width(
+            by_width<3>(
                 width, [&](auto tile) { normalize_narrow_rows(m, tile, x, y, rows, width, stride, k); },
+                [&](auto regs) { normalize_held_rows(m, regs, x, y, rows, stride, k); },
                 [&] { normalize_wide_rows(m, x, y, rows, width, stride, k); });
         });
     }
@@ -716,6 +755,25 @@ struct BatchNormKernels {
             put(m, full, dx + r * stride + i, v, n);
         });
     }
+    template <class M, int R>
+    static void diff_src_held_rows(M m, std::integral_constant<int, R>, const float* x, const float* dy, float* dx,
+                                   int64_t rows, int64_t stride, const ElementwiseCoefs& k) {
+        f32 mh[R], k1[R], k2[R], a[R];
+        for (int j = 0; j < R; ++j) {
+            mh[j] = Ops::load(k.mean_hi + j * kF32);
+            k1[j] = Ops::load(k.k1 + j * kF32);
+            k2[j] = Ops::load(k.k2 + j * kF32);
+            a[j] = Ops::load(k.a + j * kF32);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * stride;
+            const float* gr = dy + r * stride;
+            float* dr = dx + r * stride;
+            for (int j = 0; j < R; ++j)
+                put(m, Full{}, dr + j * kF32,
+                    diff_src1(Ops::load(xr + j * kF32), Ops::load(gr + j * kF32), mh[j], k1[j], k2[j], a[j]), kF32);
+        }
+    }
     // Narrow rows, as in normalize_narrow_rows.
     template <class M, class IsFull>
     static void diff_src_narrow_rows(M m, IsFull tile, const float* x, const float* dy, float* dx, int64_t rows,
@@ -739,8 +797,9 @@ struct BatchNormKernels {
     static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
                               int64_t stride, const ElementwiseCoefs& k) {
         with_mode(k, [&](auto m) {
-            by_width(
+            by_width<4>(
                 width, [&](auto tile) { diff_src_narrow_rows(m, tile, x, dy, dx, rows, width, stride, k); },
+                [&](auto regs) { diff_src_held_rows(m, regs, x, dy, dx, rows, stride, k); },
                 [&] { diff_src_wide_rows(m, x, dy, dx, rows, width, stride, k); });
         });
     }
