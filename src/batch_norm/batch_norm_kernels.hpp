@@ -91,7 +91,9 @@ struct BatchNormKernels {
     }
 
     // Short runs far apart (channels-first, small S) defeat the hardware prefetcher:
-    // ask for the run kAhead rows on. Long runs stream well on their own.
+    // the reductions ask for the run kAhead rows on. Long runs stream well on their own.
+    // (The element-wise passes over short runs are faster without it: resnet_c2048_7
+    // channels-first inference 1.09-1.16x, training and backward 1.02-1.03x, A/B.)
     static constexpr int64_t kAhead = 4;
     static void prefetch_run(const float* p, int64_t r, int64_t rows, int64_t len, int64_t stride) {
         if (len > 1024 || r + kAhead >= rows) return;
@@ -599,7 +601,6 @@ struct BatchNormKernels {
             const f32 mh = Ops::splat(k.mean_hi[c]), a = Ops::splat(k.a[c]), b = Ops::splat(k.b[c]);
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
-            prefetch_run(x, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
                 put(m, full, yr + i, normalize1(load(full, xr + i, n), mh, a, b), n);
             }, stream_head(m, yr));
@@ -727,8 +728,6 @@ struct BatchNormKernels {
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
-            prefetch_run(x, r, rows, len, stride);
-            prefetch_run(dy, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
                 put(m, full, dr + i, diff_src1(load(full, xr + i, n), load(full, gr + i, n), mh, k1, k2, a), n);
             }, stream_head(m, dr));
@@ -811,7 +810,6 @@ struct BatchNormKernels {
             const f32 a = Ops::splat(k.a[r * coef_step]);
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
-            prefetch_run(dy, r, rows, len, stride);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
                 put(m, full, dr + i, load(full, gr + i, n) * a, n);
             }, stream_head(m, dr));
