@@ -618,31 +618,31 @@ struct BatchNormKernels {
         with_mode(k, [&](auto m) { normalize_seg_impl(m, x, y, rows, len, stride, k, coef_step); });
     }
 
-    // Narrow rows (at most one tile wide): the coefficients stay in registers while the
-    // rows stream by. body(full, j, n) handles register j of a row; a whole tile
-    // (IsFull) has no lane tests, which would push the coefficients out to the stack.
-    template <class IsFull, class Body>
-    [[gnu::always_inline]] static void for_tile_registers(IsFull, int64_t width, Body&& body) {
+    // Narrow rows (shorter than a tile): the coefficients stay in registers while the rows
+    // stream by. body(full, j, n) handles register j of a row.
+    template <class Body>
+    [[gnu::always_inline]] static void for_tile_registers(int64_t width, Body&& body) {
         for (int j = 0; j < kTileF32; ++j) {
-            const int64_t valid = IsFull::value ? kF32 : width - j * kF32;
-            if (IsFull::value || valid >= kF32)
+            const int64_t valid = width - j * kF32;
+            if (valid >= kF32)
                 body(Full{}, j, kF32);
             else if (valid > 0)
                 body(Part{}, j, valid);
         }
     }
-    // Rows of more than a tile and at most kHeldCoefRegs / coefs whole registers also keep
-    // their `coefs` coefficient arrays in registers (AVX-512 only, which has 32 of them:
-    // 80 to 128 lanes when normalizing, as channels-last C = 3, packed into rows of 96; 80
-    // to 96 for diff_src). Wide rows load them from L1 for every register of data, which
-    // was 7-20% slower in inference and 6-22% in backward on channels-last C = 3, 5, 7
-    // with one thread (A/B; with 2 threads C = 3 inference measured 0.91-1.0x, training
-    // and backward 1.0-1.06x); diff_src on 7 registers (28 of coefficients) was slower held.
-    // held(std::integral_constant<int, R>) handles rows of R registers.
+    // Rows of R whole registers, from one tile up to kHeldCoefRegs / coefs registers, keep
+    // their `coefs` coefficient arrays in registers too, with no lane tests (which would
+    // push the coefficients out to the stack). Past a tile this is AVX-512 only, which has
+    // 32 registers: 80 to 128 lanes when normalizing, as channels-last C = 3 packed into
+    // rows of 96; 80 to 96 for diff_src. Wide rows load them from L1 for every register of
+    // data, which was 7-20% slower in inference and 6-22% in backward on channels-last
+    // C = 3, 5, 7 with one thread (A/B; with 2 threads C = 3 inference measured 0.91-1.0x,
+    // training and backward 1.0-1.06x); diff_src on 7 registers (28 of coefficients) was
+    // slower held. held(std::integral_constant<int, R>) handles rows of R registers.
     static constexpr int kHeldCoefRegs = kF32 == 16 ? 24 : 0;
-    template <int coefs, int R = kTileF32 + 1, class Held>
+    template <int coefs, int R = kTileF32, class Held>
     [[gnu::always_inline]] static bool held_registers(int64_t width, Held&& held) {
-        if constexpr (R * coefs > kHeldCoefRegs) {
+        if constexpr (R > kTileF32 && R * coefs > kHeldCoefRegs) {
             return false;
         } else {
             if (width == R * kF32) {
@@ -653,14 +653,12 @@ struct BatchNormKernels {
         }
     }
 
-    // Calls narrow(Full) for rows of exactly one tile, narrow(Part) for shorter rows,
-    // held(R) for rows of R whole registers as above, wide() for the others.
+    // Calls narrow() for rows shorter than a tile, held(R) for rows of R whole registers as
+    // above, wide() for the others.
     template <int coefs, class Narrow, class Held, class Wide>
     [[gnu::always_inline]] static void by_width(int64_t width, Narrow&& narrow, Held&& held, Wide&& wide) {
-        if (width == kTile)
-            narrow(Full{});
-        else if (width < kTile)
-            narrow(Part{});
+        if (width < kTile)
+            narrow();
         else if (!held_registers<coefs>(width, held))
             wide();
     }
@@ -672,8 +670,8 @@ struct BatchNormKernels {
         for (int j = 0; j < kTileF32; ++j) v[j] = p && j * kF32 < width ? Ops::load(p + j * kF32) : Ops::splat(0.0f);
     }
 
-    template <class M, class IsFull>
-    static void normalize_narrow_rows(M m, IsFull tile, const float* x, float* y, int64_t rows, int64_t width,
+    template <class M>
+    static void normalize_narrow_rows(M m, const float* x, float* y, int64_t rows, int64_t width,
                                       int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], a[kTileF32], b[kTileF32];
         load_coef_tile(k.mean_hi, width, mh);
@@ -682,7 +680,7 @@ struct BatchNormKernels {
         for (int64_t r = 0; r < rows; ++r) {
             const float* xr = x + r * stride;
             float* yr = y + r * stride;
-            for_tile_registers(tile, width, [&](auto full, int j, int64_t n) {
+            for_tile_registers(width, [&](auto full, int j, int64_t n) {
                 put(m, full, yr + j * kF32, normalize1(load(full, xr + j * kF32, n), mh[j], a[j], b[j]), n);
             });
         }
@@ -719,7 +717,7 @@ struct BatchNormKernels {
                                const ElementwiseCoefs& k) {
         with_mode(k, [&](auto m) {
             by_width<3>(
-                width, [&](auto tile) { normalize_narrow_rows(m, tile, x, y, rows, width, stride, k); },
+                width, [&] { normalize_narrow_rows(m, x, y, rows, width, stride, k); },
                 [&](auto regs) { normalize_held_rows(m, regs, x, y, rows, stride, k); },
                 [&] { normalize_wide_rows(m, x, y, rows, width, stride, k); });
         });
@@ -781,8 +779,8 @@ struct BatchNormKernels {
         }
     }
     // Narrow rows, as in normalize_narrow_rows.
-    template <class M, class IsFull>
-    static void diff_src_narrow_rows(M m, IsFull tile, const float* x, const float* dy, float* dx, int64_t rows,
+    template <class M>
+    static void diff_src_narrow_rows(M m, const float* x, const float* dy, float* dx, int64_t rows,
                                      int64_t width, int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], k1[kTileF32], k2[kTileF32], a[kTileF32];
         load_coef_tile(k.mean_hi, width, mh);
@@ -793,7 +791,7 @@ struct BatchNormKernels {
             const float* xr = x + r * stride;
             const float* gr = dy + r * stride;
             float* dr = dx + r * stride;
-            for_tile_registers(tile, width, [&](auto full, int j, int64_t n) {
+            for_tile_registers(width, [&](auto full, int j, int64_t n) {
                 put(m, full, dr + j * kF32,
                     diff_src1(load(full, xr + j * kF32, n), load(full, gr + j * kF32, n), mh[j], k1[j], k2[j], a[j]),
                     n);
@@ -804,7 +802,7 @@ struct BatchNormKernels {
                               int64_t stride, const ElementwiseCoefs& k) {
         with_mode(k, [&](auto m) {
             by_width<4>(
-                width, [&](auto tile) { diff_src_narrow_rows(m, tile, x, dy, dx, rows, width, stride, k); },
+                width, [&] { diff_src_narrow_rows(m, x, dy, dx, rows, width, stride, k); },
                 [&](auto regs) { diff_src_held_rows(m, regs, x, dy, dx, rows, stride, k); },
                 [&] { diff_src_wide_rows(m, x, dy, dx, rows, width, stride, k); });
         });
