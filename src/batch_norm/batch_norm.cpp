@@ -54,9 +54,6 @@ struct EvenParts {
     int64_t cut(int64_t i) const { return std::min(n, align * (i * ((n + align - 1) / align) / parts)); }
 };
 
-struct Geometry;
-int64_t fused_group(const Geometry& g, int64_t tensors);
-
 // `rows` runs of `len` floats, `stride` apart, starting at `offset`.
 struct Run {
     int64_t offset, rows, len, stride;
@@ -154,12 +151,28 @@ struct Geometry {
     }
 };
 
+// Bytes of the `tensors` tensors of g's shape.
+double tensor_bytes(const Geometry& g, int64_t tensors) {
+    return double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
+}
+int64_t l3_bytes() { return cache_bytes(3, int64_t(32) << 20); }
+
 // Channels-first: how many channels one task takes through statistics and the
-// element-wise pass while they stay in cache (`tensors` inputs read twice); 0 when a
-// single channel is too large. At least 8 groups when there are channels enough, so
-// that every core has work.
-int64_t fused_group(const Geometry& g, int64_t tensors) {
+// element-wise pass while they stay in cache (`tensors` inputs read twice). At least 8
+// groups when there are channels enough, so that every core has work. 0 when a single
+// channel is too large, or when the two passes over the whole tensor are faster: on one
+// thread, when the inputs and the output stay in the L3 (7/8 of it, as in
+// stream_outputs) but fill more than a third of it. Unfused, one thread ran
+// channels-first resnet_c64_56 training (25.7 MB) 1.18x and resnet_c2048_7 training and
+// backward (12.8 and 19.3 MB) 1.05-1.08x faster (A/B), other shapes of 12.8-25.7 MB
+// 1.0-1.25x. Smaller footprints were faster fused (b1_c64_112 backward, 9.6 MB: 0.95x
+// unfused), and so was every 2-thread case, or the same. Why the second read from the
+// L3 beats the fused schedule's reuse on one thread, and where the boundary really lies,
+// is measured, not understood.
+int64_t fused_group(const ExecConfig& config, const Geometry& g, int64_t tensors) {
     if (g.rows_path || g.S > kPiece) return 0;
+    const double footprint = tensor_bytes(g, tensors + 1);
+    if (config.threads.concurrency() == 1 && footprint > l3_bytes() / 3 && footprint <= 0.875 * l3_bytes()) return 0;
     const int64_t channel_bytes = tensors * g.N * g.S * int64_t(sizeof(float));
     const int64_t fit = fuse_budget_bytes() / std::max<int64_t>(1, channel_bytes);
     if (fit < 1) return 0;
@@ -201,8 +214,7 @@ bool stream_outputs(const ExecConfig& config, const Geometry& g, const float* ds
         return Policy::automatic;
     }();
     if (policy != Policy::automatic) return policy == Policy::always;
-    const double bytes = double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
-    const double l3 = double(cache_bytes(3, int64_t(32) << 20));
+    const double bytes = tensor_bytes(g, tensors), l3 = double(l3_bytes());
     if (bytes <= l3 && bytes / config.threads.concurrency() <= 0.875 * l3) return false;
     if (!g.rows_path) return true;
     const int64_t row_floats = g.rep > 1 ? g.width : g.C;
@@ -215,8 +227,7 @@ bool stream_outputs(const ExecConfig& config, const Geometry& g, const float* ds
 // and memory (mlp_n4096_c1024 inference 16% slower without them, wide channels-last
 // rows 3-9%). Only the schedule depends on it, never a result.
 bool prefetch_inputs(const ExecConfig& config, const Geometry& g, int64_t inputs) {
-    const double bytes = double(g.N) * double(g.C) * double(g.S) * double(inputs) * sizeof(float);
-    return bytes / config.threads.concurrency() > double(cache_bytes(2, int64_t(1) << 20));
+    return tensor_bytes(g, inputs) / config.threads.concurrency() > double(cache_bytes(2, int64_t(1) << 20));
 }
 
 // Per-lane coefficients of the element-wise pass (padded for whole-register reads;
@@ -623,7 +634,7 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
         k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
     };
 
-    if (const int64_t group = fused_group(g, 1)) {
+    if (const int64_t group = fused_group(config, g, 1)) {
         fused_groups(config, g, group, &red, parts, finish, coefs, &normalize_run);
         return;
     }
@@ -690,7 +701,7 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     };
 
     const GradReduction* reduce = need_sums ? &red : nullptr;
-    if (const int64_t group = fused_group(g, 2)) {
+    if (const int64_t group = fused_group(config, g, 2)) {
         fused_groups(config, g, group, reduce, parts, finish, coefs, diff_src ? &seg_run : nullptr);
         return;
     }
