@@ -306,20 +306,29 @@ private:
     std::vector<double> count_;
 };
 
+// Where the statistics' pivot of a block of runs is read: 4 values spread over it, from
+// its start.
+struct PivotSpots {
+    int64_t at[4];
+    explicit PivotSpots(const Run& r) {
+        const int64_t count = r.rows * r.len;
+        for (int64_t q = 0; q < 4; ++q) {
+            const int64_t i = q * count / 4;
+            at[q] = i / r.len * r.stride + i % r.len;
+        }
+    }
+};
+
 // The two kinds of per-item reduction, each with its seg and rows kernels in both
 // precisions, the pivot they take and the check of their float-term sums (moments.hpp).
 struct StatsReduction {
     const BatchNormKernelTable& k;
     const float* src;
-    // The pivot: the mean of 4 values spread over the block (near the mean, so that the
-    // float terms cancel little), rounded to float.
-    float seg_center(const Run& r, int64_t) const {
-        const int64_t count = r.rows * r.len;
+    // The pivot: the mean of 4 values spread over the block, at `spots` from its start
+    // (near the mean, so that the float terms cancel little), rounded to float.
+    float seg_center(const Run& r, const PivotSpots& spots, int64_t) const {
         double sum = 0;
-        for (int64_t q = 0; q < 4; ++q) {
-            const int64_t i = q * count / 4;
-            sum += src[r.offset + i / r.len * r.stride + i % r.len];
-        }
+        for (int64_t at : spots.at) sum += src[r.offset + at];
         return float(sum / 4);
     }
     // Rows: the same pivot of each of `lanes` channels from lane0 on, 4 rows of the block.
@@ -346,7 +355,7 @@ struct GradReduction {
     const float* src;
     const float* diff_dst;
     const float* mean;
-    float seg_center(const Run&, int64_t c) const { return mean[c]; }
+    float seg_center(const Run&, const PivotSpots&, int64_t c) const { return mean[c]; }
     void rows_centers(int64_t, int64_t, int64_t, int64_t lane0, int64_t lanes, float* center) const {
         std::copy(mean + lane0, mean + lane0 + lanes, center);
     }
@@ -373,7 +382,7 @@ PartialSums reduce_piece(const Geometry& g, const Reduction& red, int64_t c, int
     const Run r = g.piece(c, p);
     const double count = double(r.rows * r.len);
     PartialSums s;
-    s.center = red.seg_center(r, c);
+    s.center = red.seg_center(r, PivotSpots(r), c);
     for (bool dbl : {false, true}) {
         double acc1[16] = {}, acc2[16] = {};
         red.seg(r, float(s.center), acc1, acc2, dbl);
@@ -401,7 +410,8 @@ void reduce_piece_group(const Geometry& g, const Reduction& red, int64_t p, int6
     const int64_t n0 = p * g.rows_per_piece, n1 = std::min(g.N, n0 + g.rows_per_piece);
     std::fill(w.acc1.begin(), w.acc1.end(), 0.0);
     std::fill(w.acc2.begin(), w.acc2.end(), 0.0);
-    for (int64_t c = c0; c < c1; ++c) w.center[size_t(c - c0)] = red.seg_center(g.piece(c, p), c);
+    const PivotSpots spots(g.piece(c0, p)); // every channel's piece has the same runs
+    for (int64_t c = c0; c < c1; ++c) w.center[size_t(c - c0)] = red.seg_center(g.piece(c, p), spots, c);
     for (int64_t n = n0; n < n1; ++n)
         red.runs((n * g.C + c0) * g.S, c1 - c0, g.S, w.center.data(), w.acc1.data(), w.acc2.data());
     const double count = double((n1 - n0) * g.S);

@@ -50,12 +50,14 @@ inline bool stats_sums_trusted(double count, double s1, double s2) {
 inline bool grad_sums_trusted(double count, double s1, double s2) { return grad_sums_trusted_mask(count, s1, s2); }
 
 // Sum of 16 lanes in a fixed pairwise order.
+// (Written out level by level: a loop over the levels was not unrolled, and kept the
+// partial sums on the stack.)
 inline double fold16(const double* lanes) {
-    double t[16];
-    for (int i = 0; i < 16; ++i) t[i] = lanes[i];
-    for (int w = 8; w >= 1; w /= 2)
-        for (int i = 0; i < w; ++i) t[i] += t[i + w];
-    return t[0];
+    double t[8];
+    for (int i = 0; i < 8; ++i) t[i] = lanes[i] + lanes[i + 8];
+    for (int i = 0; i < 4; ++i) t[i] += t[i + 4];
+    for (int i = 0; i < 2; ++i) t[i] += t[i + 2];
+    return t[0] + t[1];
 }
 
 } // namespace nk
