@@ -663,11 +663,11 @@ struct BatchNormKernels {
             wide();
     }
 
-    // A narrow row's coefficients at p (null: zeros): the registers holding lanes of the
-    // row. The others are never used, and not read: in a fused lane group they hold the
-    // next group's coefficients, which another task may be writing.
+    // A narrow row's coefficients at p: the registers holding lanes of the row. The others
+    // are never used, and not read: in a fused lane group they hold the next group's
+    // coefficients, which another task may be writing.
     static void load_coef_tile(const float* p, int64_t width, f32* v) {
-        for (int j = 0; j < kTileF32; ++j) v[j] = p && j * kF32 < width ? Ops::load(p + j * kF32) : Ops::splat(0.0f);
+        for (int j = 0; j < kTileF32; ++j) v[j] = j * kF32 < width ? Ops::load(p + j * kF32) : Ops::splat(0.0f);
     }
 
     template <class M>

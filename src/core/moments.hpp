@@ -21,7 +21,6 @@ namespace nk {
 constexpr double kMinAverageTerm = 0x1p-100;
 constexpr double kMaxCancellation = 16;
 
-//
 // Each check is written once for V = double (the planner, one block) and for V = a
 // register of doubles (the rows kernels check a tile of lanes at once; ISA code must use
 // the templates with register types only). Mask is bool or the register's mask.
