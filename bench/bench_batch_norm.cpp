@@ -6,8 +6,11 @@
  * NK_LAYOUT_NSC "nhwc") x 3 modes (training forward, inference forward, backward)
  * x 2 thread counts (1 and std::thread::hardware_concurrency()): 96 cases, fp32.
  *
- * Implementations. Every case is registered three times, next to each other, so the
- * three run back to back and share whatever noise the machine has at that moment:
+ * Implementations. Every case is measured with three, back to back, so that they share
+ * whatever the machine does at that moment; in rounds (--rounds=R, default 5: the three,
+ * then the three again, R times), each its own benchmark of one run, so a change of the
+ * machine's speed during a case falls between two rounds rather than between two
+ * implementations (the shared machine's roofline can move 1.7x from one minute to the next):
  *   bn/<mode>/<shape>/<layout>/t:<threads>/normkit   normkit's C API; an nk_context capped
  *       at <threads> threads. Training forward updates running statistics and saves
  *       mean/invstd; backward computes diff_src, diff_scale and diff_shift.
@@ -25,18 +28,19 @@
  * all three implementations, and its roofline is the cache's bandwidth, not DRAM's.
  *
  * Measure. Wall-clock time (UseRealTime: the work runs on pool threads), one untimed call
- * before the first run of each benchmark, min time 0.05 s per repetition unless
+ * before each benchmark (warm caches, awake threads), min time 0.05 s per run unless
  * --benchmark_min_time says otherwise.
  * Counters: "GB/s" = minimum traffic (forward 8 bytes/element, backward 12) per second;
  * "bytes" = that traffic per call; "others_cpu" = the share of the CPUs other processes
  * took during the timed loop (the machine is shared, and a 2-thread OpenMP run whose
  * partner thread is descheduled slows down tenfold).
  *
- * Ratios. They come afterwards, from the medians of one run (--benchmark_repetitions=5):
- * normkit_bench_summary reads the JSON and prints
+ * Ratios. They come afterwards: normkit_bench_summary reads the JSON and prints, as the
+ * median over the rounds of each round's ratio,
  *   roofline  = roofline time / normkit time   (the fraction of the roofline's speed)
  *   x_onednn  = oneDNN time / normkit time     (> 1: normkit is faster)
- * per case, their geometric means per mode, and the cases that miss the targets.
+ * per case, their geometric means per mode, and the cases that miss the targets. The
+ * rounds of a benchmark share its name, so compare.py sees them as repetitions.
  * run_report.sh runs both.
  */
 #include "bench_cases.hpp"
@@ -174,9 +178,9 @@ void set_counters(benchmark::State& state, const Case& cs) {
 }
 
 // Times `call`; a failure skips the benchmark with `error()`. `cs` is the benchmark's own
-// copy of its case, so its address tells the benchmarks apart: the first run of each makes
-// one untimed call first (warm caches, awake threads, errors caught); its repetitions follow
-// it back to back and need none.
+// copy of its case, so its address tells the benchmarks apart (rounds included): the first
+// run of each makes one untimed call first (warm caches, awake threads, errors caught);
+// repetitions (--benchmark_repetitions) follow it back to back and need none.
 template <class Call, class Error> void measure(benchmark::State& state, const Case& cs, Call&& call, Error&& error) {
     static const Case* warm = nullptr;
     if (warm != &cs) {
@@ -240,8 +244,8 @@ void bm_roofline(benchmark::State& state, const Case& cs) {
 }
 
 #if NKBENCH_HAVE_ONEDNN
-// The primitive of the case being measured: kept across the repetitions of a case (they
-// run back to back), rebuilt when the case changes.
+// The primitive of the case being measured: kept across the rounds of a case (they run
+// one after the other), rebuilt when the case changes.
 OnednnBatchNorm& onednn_primitive(const Case& cs, const Tensors& t) {
     static std::string name;
     static std::unique_ptr<OnednnBatchNorm> primitive;
@@ -287,23 +291,45 @@ const char* isa_name(int32_t isa) {
     return "?";
 }
 
-void register_benchmarks(const std::vector<int>& thread_counts) {
+void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
     for (Mode mode : kModes)
         for (const Shape& shape : kShapes)
             for (int layout : {NK_LAYOUT_NCS, NK_LAYOUT_NSC})
-                for (int threads : thread_counts) {
-                    const Case cs{mode, shape, layout, threads};
-                    auto add = [&](const char* impl, void (*fn)(benchmark::State&, const Case&)) {
-                        benchmark::RegisterBenchmark((cs.name() + "/" + impl).c_str(), fn, cs)
-                            ->UseRealTime()
-                            ->Unit(benchmark::kMicrosecond);
-                    };
-                    add("normkit", bm_normkit);
-                    add("roofline", bm_roofline);
+                for (int threads : thread_counts)
+                    for (int round = 0; round < rounds; ++round) {
+                        const Case cs{mode, shape, layout, threads};
+                        auto add = [&](const char* impl, void (*fn)(benchmark::State&, const Case&)) {
+                            benchmark::RegisterBenchmark((cs.name() + "/" + impl).c_str(), fn, cs)
+                                ->UseRealTime()
+                                ->Unit(benchmark::kMicrosecond);
+                        };
+                        add("normkit", bm_normkit);
+                        add("roofline", bm_roofline);
 #if NKBENCH_HAVE_ONEDNN
-                    add("onednn", bm_onednn);
+                        add("onednn", bm_onednn);
 #endif
-                }
+                    }
+}
+
+// --rounds=R (R >= 1), taken out of the arguments before Google Benchmark reads them.
+int take_rounds(std::vector<char*>& args) {
+    int rounds = 5;
+    for (auto it = args.begin() + 1; it != args.end();) {
+        const std::string arg = *it;
+        if (arg.rfind("--rounds=", 0) != 0) {
+            ++it;
+            continue;
+        }
+        char* end = nullptr;
+        const long r = std::strtol(arg.c_str() + 9, &end, 10);
+        if (end == arg.c_str() + 9 || *end != '\0' || r < 1 || r > 1000) {
+            std::fprintf(stderr, "normkit_bench: %s: expected --rounds=<1..1000>\n", arg.c_str());
+            std::exit(1);
+        }
+        rounds = int(r);
+        it = args.erase(it);
+    }
+    return rounds;
 }
 
 } // namespace
@@ -314,6 +340,7 @@ int main(int argc, char** argv) {
     std::string min_time = "--benchmark_min_time=0.05";
     std::vector<char*> args{argv[0], min_time.data()};
     args.insert(args.end(), argv + 1, argv + argc);
+    const int rounds = nkbench::take_rounds(args);
     int count = int(args.size());
     benchmark::Initialize(&count, args.data());
     if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
@@ -321,7 +348,7 @@ int main(int argc, char** argv) {
     const int all = std::max(1u, std::thread::hardware_concurrency());
     std::vector<int> thread_counts{1};
     if (all > 1) thread_counts.push_back(all);
-    nkbench::register_benchmarks(thread_counts);
+    nkbench::register_benchmarks(thread_counts, rounds);
 
     const uint32_t v = nk_version();
     benchmark::AddCustomContext("normkit_version", std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) +

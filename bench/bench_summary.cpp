@@ -2,9 +2,11 @@
  * normkit_bench_summary: reads the JSON of one normkit_bench run
  * (--benchmark_out=<file> --benchmark_out_format=json) and prints, per case, normkit's
  * GB/s, its fraction of the roofline and its speed-up over oneDNN, then geometric means
- * per mode and the cases that miss the targets. Ratios use the median wall time of each
- * benchmark (the "median" aggregate, or the median of the repetitions when there is none),
- * so they only ever compare measurements of the same run.
+ * per mode and the cases that miss the targets. normkit_bench runs each case in rounds
+ * (normkit, roofline, oneDNN back to back, then again): a ratio is the median of the
+ * rounds' ratios, so it only compares measurements taken within a second of each other on
+ * this shared machine, whose speed can change from one minute to the next. GB/s use the
+ * median time of a benchmark's runs (the "median" aggregate when there is no single run).
  *
  * Usage: normkit_bench_summary [--strict] <normkit_bench.json>
  *   --strict: exit 1 when a target is missed (exit 2: unreadable input).
@@ -201,35 +203,48 @@ private:
 
 // ---- The run ---------------------------------------------------------------------------
 
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 const char* const kModes[] = {"train_fwd", "infer_fwd", "bwd"};
 
 // One benchmark: bn/<mode>/<shape>/<layout>/t:<threads>/<impl>[/real_time].
 struct Measurement {
     bool present = false;
-    std::vector<double> times_ns; // the repetitions
+    std::vector<double> times_ns; // the runs (rounds, or repetitions), in the order of the run
     double median_ns = NAN;       // the "median" aggregate, when there is one
     double cv = NAN;              // the "cv" aggregate (a fraction), when there is one
-    std::vector<double> others;   // the repetitions' share of the CPUs other processes took
+    std::vector<double> others;   // the runs' share of the CPUs other processes took
     double others_median = NAN;
     double bytes = NAN;
     std::string label, error;
 
-    double time_ns() const {
-        if (!std::isnan(median_ns)) return median_ns;
-        if (times_ns.empty()) return NAN;
-        std::vector<double> t = times_ns;
-        std::sort(t.begin(), t.end());
-        const size_t n = t.size();
-        return n % 2 == 1 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    double time_ns() const { return times_ns.empty() ? median_ns : median(times_ns); }
+    // Coefficient of variation of the runs.
+    double spread() const {
+        if (times_ns.size() < 2) return cv;
+        double sum = 0, sq = 0;
+        for (double t : times_ns) sum += t;
+        const double mean = sum / double(times_ns.size());
+        for (double t : times_ns) sq += (t - mean) * (t - mean);
+        return std::sqrt(sq / double(times_ns.size() - 1)) / mean;
     }
     bool ok() const { return present && error.empty() && time_ns() > 0; }
-    double others_cpu() const {
-        if (!std::isnan(others_median) || others.empty()) return others_median;
-        std::vector<double> o = others;
-        std::sort(o.begin(), o.end());
-        return o[o.size() / 2];
-    }
+    double others_cpu() const { return others.empty() ? others_median : median(others); }
 };
+
+// b's time over a's: the median of the ratios of their runs taken side by side (run i of
+// each, same round), or the ratio of their medians when their runs do not pair up.
+double time_ratio(const Measurement& b, const Measurement& a) {
+    if (!a.ok() || !b.ok()) return NAN;
+    if (a.times_ns.size() != b.times_ns.size() || a.times_ns.empty()) return b.time_ns() / a.time_ns();
+    std::vector<double> r;
+    for (size_t i = 0; i < a.times_ns.size(); ++i) r.push_back(b.times_ns[i] / a.times_ns[i]);
+    return median(r);
+}
 
 struct Case {
     std::string mode, shape, layout, threads; // threads: "2"
@@ -241,10 +256,8 @@ struct Case {
     }
     double onednn_gbps() const { return onednn.ok() && onednn.bytes > 0 ? onednn.bytes / onednn.time_ns() : NAN; }
     // Fraction of the roofline's speed; oneDNN time over normkit time.
-    double of_roofline() const {
-        return normkit.ok() && roofline.ok() ? roofline.time_ns() / normkit.time_ns() : NAN;
-    }
-    double x_onednn() const { return normkit.ok() && onednn.ok() ? onednn.time_ns() / normkit.time_ns() : NAN; }
+    double of_roofline() const { return time_ratio(roofline, normkit); }
+    double x_onednn() const { return time_ratio(onednn, normkit); }
     // The worst of the three implementations.
     double worst(double (*of)(const Measurement&)) const {
         double w = NAN;
@@ -254,7 +267,7 @@ struct Case {
         }
         return w;
     }
-    double noise() const { return worst([](const Measurement& m) { return m.cv; }); }
+    double noise() const { return worst([](const Measurement& m) { return m.spread(); }); }
     double others_cpu() const { return worst([](const Measurement& m) { return m.others_cpu(); }); }
     std::string title() const { return mode + " " + shape + " " + layout + " t:" + threads; }
 };
@@ -290,7 +303,7 @@ std::string fmt(const char* format, double value) {
 
 struct Run {
     std::vector<Case> cases; // in the order of the run
-    int repetitions = 0;
+    int runs = 0; // of each benchmark: rounds x repetitions
     bool any_onednn = false;
 };
 
@@ -332,8 +345,8 @@ Run collect(const Json& root) {
             if (b.num("bytes") > 0) m->bytes = b.num("bytes");
             if (m->label.empty()) m->label = b.text("label");
         }
-        run.repetitions = std::max(run.repetitions, int(b.num("repetitions", 1)));
     }
+    for (const Case& c : run.cases) run.runs = std::max(run.runs, int(c.normkit.times_ns.size()));
     return run;
 }
 
@@ -399,11 +412,12 @@ int main(int argc, char** argv) {
         std::printf("  load average at start:%s (the machine is shared: compare ratios, not GB/s across runs)\n",
                     load.empty() ? " ?" : load.c_str());
     }
-    std::printf("  %zu cases; times are medians of %d repetition(s), wall clock. GB/s = minimum traffic\n"
-                "  (forward 8, backward 12 bytes/element). %% roofline = roofline time / normkit time;\n"
-                "  x oneDNN = oneDNN time / normkit time. Of the three implementations, the largest: noise =\n"
-                "  coefficient of variation; others = share of the CPUs other processes took meanwhile.\n\n",
-                run.cases.size(), std::max(run.repetitions, 1));
+    std::printf("  %zu cases, %d run(s) of each implementation, wall clock. GB/s = minimum traffic (forward 8,\n"
+                "  backward 12 bytes/element) over the median time. %% roofline = roofline time / normkit time,\n"
+                "  x oneDNN = oneDNN time / normkit time: medians of the rounds' ratios (each round runs the\n"
+                "  three back to back). Of the three implementations, the largest: noise = coefficient of\n"
+                "  variation of the runs; others = share of the CPUs other processes took meanwhile.\n\n",
+                run.cases.size(), std::max(run.runs, 1));
 
     // ---- Table
     std::printf("%-9s  %-15s  %-6s  %3s  %12s  %13s  %10s  %11s  %8s  %6s  %6s  %s\n", "mode", "shape", "layout",

@@ -3,12 +3,14 @@
 #
 #   bench/run_report.sh <build-dir> [extra normkit_bench flags...]
 #
-# Writes <build-dir>/bench/normkit_bench.json (Google Benchmark JSON: every repetition and
-# the median / mean / stddev / cv aggregates; two runs compare with Google Benchmark's
-# tools/compare.py), then prints the table of normkit_bench_summary. Environment:
+# Writes <build-dir>/bench/normkit_bench.json (Google Benchmark JSON: every run of every
+# round; the rounds of a benchmark share its name, so two files compare with Google
+# Benchmark's tools/compare.py as repetitions), then prints the table of
+# normkit_bench_summary. Environment:
 #   NK_BENCH_FILTER    regex of the benchmarks to run (default: all 96 cases), e.g.
 #                      'bn/train_fwd/resnet_c64_56/' or '/t:1/' or 'nhwc/t:2'
-#   NK_BENCH_REPS      repetitions per benchmark (default 5; the summary uses their median)
+#   NK_BENCH_ROUNDS    rounds (default 5): each runs normkit, the roofline and oneDNN back to
+#                      back; the summary's ratios are the medians of the rounds' ratios
 #   NK_BENCH_MIN_TIME  minimum seconds per repetition (default 0.05)
 #   NK_BENCH_OUT       JSON path (default <build-dir>/bench/normkit_bench.json)
 #   NK_BENCH_STRICT=1  exit 1 when a target is missed
@@ -34,15 +36,11 @@ out=${NK_BENCH_OUT:-$build/bench/normkit_bench.json}
 mkdir -p "$(dirname "$out")"
 args=(
     --benchmark_filter="${NK_BENCH_FILTER:-.}"
-    --benchmark_repetitions="${NK_BENCH_REPS:-5}"
+    --rounds="${NK_BENCH_ROUNDS:-5}"
     --benchmark_min_time="${NK_BENCH_MIN_TIME:-0.05}"
     --benchmark_out="$out"
     --benchmark_out_format=json
 )
-# Several repetitions: only their aggregates on the console, everything in the JSON.
-if [[ "${NK_BENCH_REPS:-5}" -gt 1 ]]; then
-    args+=(--benchmark_display_aggregates_only=true)
-fi
 
 start=$(date +%s)
 "$bench" "${args[@]}" "$@"
