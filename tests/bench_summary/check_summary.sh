@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# normkit_bench_summary on a fixed JSON (rounds.json: 2 cases x 3 rounds of normkit,
+# roofline and oneDNN). Checks that the ratios are the medians of the rounds' ratios
+# (80.0% and 1.20x; the ratios of the medians would be 50.0% and 1.45x), that GB/s use
+# the median time, and that a case slower than oneDNN is reported as a miss, with
+# --strict turning misses into exit status 1.
+#   check_summary.sh <normkit_bench_summary> <rounds.json>
+set -uo pipefail
+summary=$1
+json=$2
+fail=0
+out=$("$summary" "$json")
+status=$?
+expect() { # regex, what it proves
+    if ! grep -Eq -- "$1" <<<"$out"; then
+        echo "FAILED: $2 (no line matches '$1')"
+        fail=1
+    fi
+}
+[[ $status -eq 0 ]] || { echo "FAILED: exit status $status without --strict"; fail=1; }
+expect '^train_fwd +resnet_c64_56 +nchw +1 +50\.00 +100\.00 +80\.0% +34\.48 +1\.20x ' \
+    "training case: GB/s from median times, ratios from the rounds"
+expect '^infer_fwd +resnet_c64_56 +nchw +1 +100\.00 +111\.11 +90\.0% +105\.26 +0\.95x ' "inference case"
+expect 'infer_fwd resnet_c64_56 nchw t:1: 0\.95x oneDNN < 1\.0x' "slower than oneDNN is a miss"
+expect '3 run\(s\) of each implementation' "the number of rounds"
+if grep -Eq 'infer_fwd resnet_c64_56 nchw t:1: 90\.0% of roofline' <<<"$out"; then
+    echo "FAILED: 90.0% of the roofline meets the inference target"
+    fail=1
+fi
+"$summary" --strict "$json" >/dev/null
+[[ $? -eq 1 ]] || { echo "FAILED: --strict must exit 1 on a miss"; fail=1; }
+if [[ $fail -ne 0 ]]; then
+    echo "--- output:"
+    echo "$out"
+    exit 1
+fi
+echo "bench summary: all checks passed"
