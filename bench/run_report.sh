@@ -11,7 +11,7 @@
 #                      'bn/train_fwd/resnet_c64_56/' or '/t:1/' or 'nhwc/t:2'
 #   NK_BENCH_ROUNDS    rounds (default 5): each runs normkit, the roofline and oneDNN back to
 #                      back; the summary's ratios are the medians of the rounds' ratios
-#   NK_BENCH_MIN_TIME  minimum seconds per repetition (default 0.05)
+#   NK_BENCH_MIN_TIME  minimum seconds per run (default 0.05)
 #   NK_BENCH_OUT       JSON path (default <build-dir>/bench/normkit_bench.json)
 #   NK_BENCH_STRICT=1  exit 1 when a target is missed
 set -euo pipefail
