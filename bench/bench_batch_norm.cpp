@@ -295,20 +295,22 @@ void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
     for (Mode mode : kModes)
         for (const Shape& shape : kShapes)
             for (int layout : {NK_LAYOUT_NCS, NK_LAYOUT_NSC})
-                for (int threads : thread_counts)
+                for (int threads : thread_counts) {
+                    const Case cs{mode, shape, layout, threads};
+                    // Each registration keeps its own copy of cs (measure() tells them apart by it).
+                    auto add = [&](const char* impl, void (*fn)(benchmark::State&, const Case&)) {
+                        benchmark::RegisterBenchmark((cs.name() + "/" + impl).c_str(), fn, cs)
+                            ->UseRealTime()
+                            ->Unit(benchmark::kMicrosecond);
+                    };
                     for (int round = 0; round < rounds; ++round) {
-                        const Case cs{mode, shape, layout, threads};
-                        auto add = [&](const char* impl, void (*fn)(benchmark::State&, const Case&)) {
-                            benchmark::RegisterBenchmark((cs.name() + "/" + impl).c_str(), fn, cs)
-                                ->UseRealTime()
-                                ->Unit(benchmark::kMicrosecond);
-                        };
                         add("normkit", bm_normkit);
                         add("roofline", bm_roofline);
 #if NKBENCH_HAVE_ONEDNN
                         add("onednn", bm_onednn);
 #endif
                     }
+                }
 }
 
 // --rounds=R (R >= 1), taken out of the arguments before Google Benchmark reads them.
