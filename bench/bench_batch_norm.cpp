@@ -31,7 +31,9 @@
  * before each benchmark (warm caches, awake threads), min time 0.05 s per run unless
  * --benchmark_min_time says otherwise.
  * Counters: "GB/s" = minimum traffic (forward 8 bytes/element, backward 12) per second;
- * "bytes" = that traffic per call; "others_cpu" = the share of the CPUs other processes
+ * "bytes" = that traffic per call; "round" = the run's round (the summary pairs the
+ * implementations' runs by it, so --benchmark_enable_random_interleaving, which shuffles
+ * the runs, still compares runs of one round); "others_cpu" = the share of the CPUs other processes
  * took during the timed loop (the machine is shared, and a 2-thread OpenMP run whose
  * partner thread is descheduled slows down tenfold).
  *
@@ -175,6 +177,7 @@ void set_counters(benchmark::State& state, const Case& cs) {
     const double bytes = double(cs.bytes());
     state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
     state.counters["bytes"] = bytes;
+    state.counters["round"] = cs.round; // normkit_bench_summary pairs the runs of a round by it
 }
 
 // Times `call`; a failure skips the benchmark with `error()`. `cs` is the benchmark's own
@@ -296,7 +299,7 @@ void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
         for (const Shape& shape : kShapes)
             for (int layout : {NK_LAYOUT_NCS, NK_LAYOUT_NSC})
                 for (int threads : thread_counts) {
-                    const Case cs{mode, shape, layout, threads};
+                    Case cs{mode, shape, layout, threads};
                     // Each registration keeps its own copy of cs (measure() tells them apart by it).
                     auto add = [&](const char* impl, void (*fn)(benchmark::State&, const Case&)) {
                         benchmark::RegisterBenchmark((cs.name() + "/" + impl).c_str(), fn, cs)
@@ -304,6 +307,7 @@ void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
                             ->Unit(benchmark::kMicrosecond);
                     };
                     for (int round = 0; round < rounds; ++round) {
+                        cs.round = round;
                         add("normkit", bm_normkit);
                         add("roofline", bm_roofline);
 #if NKBENCH_HAVE_ONEDNN

@@ -52,6 +52,7 @@ struct Case {
     Shape shape;
     int layout; // NK_LAYOUT_*
     int threads;
+    int round = 0; // which round of the case (the "round" counter of its runs)
 
     int64_t bytes() const { return shape.elements() * bytes_per_element(mode); }
     // "bn/train_fwd/resnet_c64_56/nchw/t:2"; the implementation is appended as "/normkit",

@@ -5,7 +5,8 @@
  * per mode and the cases that miss the targets. normkit_bench runs each case in rounds
  * (normkit, roofline, oneDNN back to back, then again): a ratio is the median of the
  * rounds' ratios, so it only compares measurements taken within a second of each other on
- * this shared machine, whose speed can change from one minute to the next. GB/s use the
+ * this shared machine, whose speed can change from one minute to the next (runs pair up
+ * by their "round" counter, or by position in the file without one). GB/s use the
  * median time of a benchmark's runs (the "median" aggregate when there is no single run).
  *
  * Usage: normkit_bench_summary [--strict] <normkit_bench.json>
@@ -215,6 +216,7 @@ const char* const kModes[] = {"train_fwd", "infer_fwd", "bwd"};
 struct Measurement {
     bool present = false;
     std::vector<double> times_ns; // the runs (rounds, or repetitions), in the order of the run
+    std::vector<double> rounds;   // each run's "round" counter (NaN without one)
     double median_ns = NAN;       // the "median" aggregate, when there is one
     double cv = NAN;              // the "cv" aggregate (a fraction), when there is one
     std::vector<double> others;   // the runs' share of the CPUs other processes took
@@ -236,13 +238,38 @@ struct Measurement {
     double others_cpu() const { return others.empty() ? others_median : median(others); }
 };
 
-// b's time over a's: the median of the ratios of their runs taken side by side (run i of
-// each, same round), or the ratio of their medians when their runs do not pair up.
+// Run i's key for pairing: its round and how many runs of that round came before it
+// (repetitions of a round), or {i, 0} when a run has no round counter.
+std::vector<std::pair<double, int>> pairing_keys(const Measurement& m) {
+    std::vector<std::pair<double, int>> keys;
+    std::map<double, int> seen;
+    const bool labelled = std::none_of(m.rounds.begin(), m.rounds.end(), [](double r) { return std::isnan(r); });
+    for (size_t i = 0; i < m.times_ns.size(); ++i) {
+        if (!labelled) {
+            keys.emplace_back(double(i), 0);
+            continue;
+        }
+        keys.emplace_back(m.rounds[i], seen[m.rounds[i]]++);
+    }
+    return keys;
+}
+
+// b's time over a's: the median of the ratios of their runs taken side by side (same
+// round, by the runs' "round" counters; by position in the run for JSON without them),
+// or the ratio of their medians when their runs do not pair up.
 double time_ratio(const Measurement& b, const Measurement& a) {
     if (!a.ok() || !b.ok()) return NAN;
-    if (a.times_ns.size() != b.times_ns.size() || a.times_ns.empty()) return b.time_ns() / a.time_ns();
+    const double of_medians = b.time_ns() / a.time_ns();
+    if (a.times_ns.size() != b.times_ns.size() || a.times_ns.empty()) return of_medians;
+    std::map<std::pair<double, int>, double> b_time;
+    const auto b_keys = pairing_keys(b), a_keys = pairing_keys(a);
+    for (size_t i = 0; i < b.times_ns.size(); ++i) b_time[b_keys[i]] = b.times_ns[i];
     std::vector<double> r;
-    for (size_t i = 0; i < a.times_ns.size(); ++i) r.push_back(b.times_ns[i] / a.times_ns[i]);
+    for (size_t i = 0; i < a.times_ns.size(); ++i) {
+        const auto it = b_time.find(a_keys[i]);
+        if (it == b_time.end()) return of_medians;
+        r.push_back(it->second / a.times_ns[i]);
+    }
     return median(r);
 }
 
@@ -301,6 +328,12 @@ std::string fmt(const char* format, double value) {
     return buf;
 }
 
+// A value under a threshold, printed rounded down to the format's last digit `unit`, so
+// that a miss never prints as the threshold it missed (49.96% as 49.9%, not 50.0%).
+std::string fmt_below(const char* format, double value, double unit) {
+    return fmt(format, std::floor(value / unit + 1e-6) * unit);
+}
+
 struct Run {
     std::vector<Case> cases; // in the order of the run
     int runs = 0; // of each benchmark: rounds x repetitions
@@ -334,6 +367,7 @@ Run collect(const Json& root) {
         const std::string aggregate = b.text("run_type") == "aggregate" ? b.text("aggregate_name") : "";
         if (aggregate.empty()) {
             m->times_ns.push_back(t);
+            m->rounds.push_back(b.num("round"));
             if (!std::isnan(b.num("others_cpu"))) m->others.push_back(b.num("others_cpu"));
         }
         if (aggregate == "median") {
@@ -462,10 +496,10 @@ int main(int argc, char** argv) {
                         fmt("%.1f%%", 100 * g_roof).c_str(), fmt("%.2fx", g_onednn).c_str());
             if (group != groups.back() || !is_training(mode)) continue;
             if (!std::isnan(g_roof) && g_roof < kTrainingGeomean)
-                miss(std::string(mode) + " geomean: " + fmt("%.1f%%", 100 * g_roof) + " of roofline < " +
+                miss(std::string(mode) + " geomean: " + fmt_below("%.1f%%", 100 * g_roof, 0.1) + " of roofline < " +
                      fmt("%.0f%%", 100 * kTrainingGeomean));
             if (!std::isnan(g_onednn) && g_onednn < kOnednnGeomean)
-                miss(std::string(mode) + " geomean: " + fmt("%.2fx", g_onednn) + " oneDNN < " +
+                miss(std::string(mode) + " geomean: " + fmt_below("%.2fx", g_onednn, 0.01) + " oneDNN < " +
                      fmt("%.1fx", kOnednnGeomean));
         }
     }
@@ -482,9 +516,10 @@ int main(int argc, char** argv) {
         const double roof = c.of_roofline(), x = c.x_onednn();
         const double floor = c.mode == "infer_fwd" ? kInferenceMin : kTrainingMin;
         if (!std::isnan(roof) && roof < floor)
-            miss(c.title() + ": " + fmt("%.1f%%", 100 * roof) + " of roofline < " + fmt("%.0f%%", 100 * floor) + note);
+            miss(c.title() + ": " + fmt_below("%.1f%%", 100 * roof, 0.1) + " of roofline < " + fmt("%.0f%%", 100 * floor) +
+                 note);
         if (!std::isnan(x) && x < kOnednnMin)
-            miss(c.title() + ": " + fmt("%.2fx", x) + " oneDNN < " + fmt("%.1fx", kOnednnMin) + note);
+            miss(c.title() + ": " + fmt_below("%.2fx", x, 0.01) + " oneDNN < " + fmt("%.1fx", kOnednnMin) + note);
     }
     if (!disturbed.empty()) {
         std::printf("\n%zu case(s) ran while other processes took > %.0f%% of the CPUs: their ratios are suspect,\n"
