@@ -201,11 +201,12 @@ const ref::Shape kShapes[] = {
     // n, c, s: covers C = 1, 3, 17, 64; S = 1, 7, 257, 3136; N = 1, 2, 16, plus ragged
     // shapes for the tails: S > 16384 (split rows), C > 1024 (several lane tiles), odd C.
     // Channels-last C = 5, 3, 7 and 128 give rows of 5 to 8 whole AVX-512 registers,
-    // whose element-wise kernels hold the coefficients in registers.
+    // whose element-wise kernels hold the coefficients in registers. 2x64x4200
+    // channels-last is 4 row blocks (blocks take up to 524288 lane-values), merged.
     {0, 16, 1, 1},  {0, 2, 3, 7},     {0, 1, 17, 257}, {0, 16, 64, 1}, {0, 2, 64, 3136},
     {0, 16, 3, 257}, {0, 1, 1, 3136}, {0, 2, 17, 1},   {0, 16, 17, 7}, {0, 1, 64, 257},
     {0, 16, 3, 3136}, {0, 2, 1, 7},   {0, 3, 5, 33},   {0, 2, 2, 20000}, {0, 5, 1500, 3},
-    {0, 33, 100, 9}, {0, 40, 7, 5},  {0, 3, 128, 5},
+    {0, 33, 100, 9}, {0, 40, 7, 5},  {0, 3, 128, 5},   {0, 2, 64, 4200},
 };
 
 } // namespace

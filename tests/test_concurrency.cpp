@@ -39,7 +39,7 @@ const struct {
 } kProblems[] = {
     {{NK_LAYOUT_NCS, 4, 6, 33}, 0},                                                // channels-first, 6 items
     {{NK_LAYOUT_NSC, 2, 1100, 3}, NK_BN_KERAS_MOMENTUM | NK_BN_BIASED_RUNNING_VAR}, // rows, 2 lane tiles
-    {{NK_LAYOUT_NSC, 3, 17, 700}, 0},                                              // rows, 2 row blocks
+    {{NK_LAYOUT_NSC, 3, 17, 11000}, 0},                                            // rows, 4 row blocks
     {{NK_LAYOUT_NCS, 9, 5, 1}, NK_BN_USE_GLOBAL_STATS},                            // NC: rows path
     {{NK_LAYOUT_NCS, 1, 2, 17000}, 0},                                             // a row split in 2 pieces
     {{NK_LAYOUT_NSC, 5, 64, 8}, NK_BN_USE_GLOBAL_STATS | NK_BN_KERAS_MOMENTUM},     // rows, one item

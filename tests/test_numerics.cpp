@@ -408,11 +408,13 @@ const NamedShape kTargetShapes[] = {
 };
 
 // Hard cases: ragged sizes (odd channel count, tails in every kernel) with more than
-// one reduction block per channel, so that block merges are exercised in every layout.
+// one reduction block per channel, so that block merges are exercised in every layout:
+// channels-first 6 pieces per channel, the rows path 4 blocks (a block takes up to
+// 524288 lane-values: 74896 rows of 7 channels).
 const NamedShape kHardShapes[] = {
-    {"NCS 6x7x3001", {NK_LAYOUT_NCS, 6, 7, 3001}},
-    {"NSC 6x7x3001", {NK_LAYOUT_NSC, 6, 7, 3001}},
-    {"NC 18007x7", {NK_LAYOUT_NCS, 18007, 7, 1}},
+    {"NCS 6x7x13001", {NK_LAYOUT_NCS, 6, 7, 13001}},
+    {"NSC 6x7x13001", {NK_LAYOUT_NSC, 6, 7, 13001}},
+    {"NC 80007x7", {NK_LAYOUT_NCS, 80007, 7, 1}},
 };
 
 // Calls f(ctx) for every ISA path of this CPU x the given thread counts.
@@ -767,13 +769,13 @@ const NamedShape kDeterminismShapes[] = {
     {"NSC 8x16x4096", {NK_LAYOUT_NSC, 8, 16, 4096}},
     {"NC 4096x64", {NK_LAYOUT_NCS, 4096, 64, 1}},
     {"NSC 4096x64x1", {NK_LAYOUT_NSC, 4096, 64, 1}},
-    {"NCS 6x7x3001", {NK_LAYOUT_NCS, 6, 7, 3001}},
-    {"NSC 6x7x3001", {NK_LAYOUT_NSC, 6, 7, 3001}},
+    {"NCS 6x7x13001", {NK_LAYOUT_NCS, 6, 7, 13001}},
+    {"NSC 6x7x13001", {NK_LAYOUT_NSC, 6, 7, 13001}},
     {"NCS 2x3x40000", {NK_LAYOUT_NCS, 2, 3, 40000}},
     {"NSC 2x3x40000", {NK_LAYOUT_NSC, 2, 3, 40000}},
     {"NCS 5x1500x7", {NK_LAYOUT_NCS, 5, 1500, 7}},
     {"NSC 5x1500x7", {NK_LAYOUT_NSC, 5, 1500, 7}},
-    {"NC 18007x7", {NK_LAYOUT_NCS, 18007, 7, 1}},
+    {"NC 80007x7", {NK_LAYOUT_NCS, 80007, 7, 1}},
 };
 
 // Channels at offsets 0, 1e2, 1e4, 1e6 (what rounding the mean to float lost matters), and
