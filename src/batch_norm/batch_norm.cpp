@@ -163,12 +163,16 @@ double tensor_bytes(const Geometry& g, int64_t tensors) {
     return double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
 }
 int64_t l3_bytes() { return cache_bytes(3, int64_t(32) << 20); }
+// How much of the L3 one thread's tensors can fill and still stay there: 7/8 of it (a
+// 32 MiB footprint on one thread does not stay in a 32 MiB L3, 24.5 MiB does; see
+// stream_outputs).
+double l3_keep_bytes() { return 0.875 * double(l3_bytes()); }
 
 // Channels-first: how many channels one task takes through statistics and the
 // element-wise pass while they stay in cache (`tensors` inputs read twice). At least 8
 // groups when there are channels enough, so that every core has work. 0 when a single
 // channel is too large, or when the two passes over the whole tensor are faster: on one
-// thread, when the inputs and the output stay in the L3 (7/8 of it, as in
+// thread, when the inputs and the output stay in the L3 (l3_keep_bytes, as in
 // stream_outputs) but fill more than a third of it. Unfused, one thread ran
 // channels-first resnet_c64_56 training (25.7 MB) 1.18x and resnet_c2048_7 training and
 // backward (12.8 and 19.3 MB) 1.05-1.08x faster (A/B), other shapes of 12.8-25.7 MB
@@ -179,7 +183,7 @@ int64_t l3_bytes() { return cache_bytes(3, int64_t(32) << 20); }
 int64_t fused_group(const ExecConfig& config, const Geometry& g, int64_t tensors) {
     if (g.rows_path || g.S > kPiece) return 0;
     const double footprint = tensor_bytes(g, tensors + 1);
-    if (config.threads.concurrency() == 1 && footprint > l3_bytes() / 3 && footprint <= 0.875 * l3_bytes()) return 0;
+    if (config.threads.concurrency() == 1 && footprint > l3_bytes() / 3 && footprint <= l3_keep_bytes()) return 0;
     const int64_t channel_bytes = tensors * g.N * g.S * int64_t(sizeof(float));
     const int64_t fit = fuse_budget_bytes() / std::max<int64_t>(1, channel_bytes);
     if (fit < 1) return 0;
@@ -222,7 +226,7 @@ bool stream_outputs(const ExecConfig& config, const Geometry& g, const float* ds
     }();
     if (policy != Policy::automatic) return policy == Policy::always;
     const double bytes = tensor_bytes(g, tensors), l3 = double(l3_bytes());
-    if (bytes <= l3 && bytes / config.threads.concurrency() <= 0.875 * l3) return false;
+    if (bytes <= l3 && bytes / config.threads.concurrency() <= l3_keep_bytes()) return false;
     if (!g.rows_path) return true;
     const int64_t row_floats = g.rep > 1 ? g.width : g.C;
     return reinterpret_cast<uintptr_t>(dst) % 64 == 0 && row_floats % 16 == 0;
