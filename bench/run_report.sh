@@ -42,9 +42,33 @@ args=(
     --benchmark_out_format=json
 )
 
+# Google Benchmark's console output (a line per run: 1440 for the whole suite) goes to a
+# log next to the JSON; the console gets the header (machine, caches, library versions)
+# and a line per case as it starts.
+log="${out%.json}.log"
+cases=$("$bench" --benchmark_list_tests --benchmark_filter="${NK_BENCH_FILTER:-.}" 2>/dev/null |
+    sed -E 's#/(normkit|roofline|onednn)/real_time$##' | sort -u | awk NF | wc -l || true)
+if [[ $cases -eq 0 ]]; then
+    echo "run_report.sh: no benchmark matches NK_BENCH_FILTER='${NK_BENCH_FILTER:-.}'" >&2
+    exit 2
+fi
 start=$(date +%s)
-"$bench" "${args[@]}" "$@"
-echo "normkit_bench: $(( $(date +%s) - start )) s; results in $out"
+"$bench" "${args[@]}" "$@" 2>&1 | tee "$log" | awk -v cases="$cases" '
+    /Library was built as DEBUG/ {
+        print "(Google Benchmark warns about its own build: Debian\x27s libbenchmark is built without"
+        print " NDEBUG. normkit, the roofline and this bench are built Release.)"
+        next
+    }
+    !body { print; if (/^-+$/) body = 1; next }
+    /^-+$/ || /^Benchmark +Time/ { next }
+    match($1, "/(normkit|roofline|onednn)/real_time$") {
+        name = substr($1, 1, RSTART - 1)
+        if (!(name in seen)) { seen[name]; printf "[%d/%d] %s\n", ++n, cases, name; fflush() }
+        if (/ERROR OCCURRED/) print
+        next
+    }
+    { print }'
+echo "normkit_bench: $(( $(date +%s) - start )) s; results in $out, every run in $log"
 echo
 
 strict=()
