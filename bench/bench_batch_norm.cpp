@@ -10,11 +10,9 @@
  * whatever the machine does at that moment; in rounds (--rounds=R, default 5: the three,
  * then the three again, R times), each its own benchmark of one run, so a change of the
  * machine's speed during a case falls between two rounds rather than between two
- * implementations (the shared machine's roofline can move 1.7x from one minute to the next):
- *   bn/<mode>/<shape>/<layout>/t:<threads>/normkit   normkit's C API; an nk_context capped
- *       at <threads> threads. Training forward updates running statistics and saves
- *       mean/invstd; backward computes diff_src, diff_scale and diff_shift.
- *   .../roofline  the speed no batch norm can beat: a plain streaming kernel with the
+ * implementations (the shared machine's roofline can move 1.7x from one minute to the
+ * next). In a round the roofline runs first, then oneDNN, then normkit:
+ *   bn/<mode>/<shape>/<layout>/t:<threads>/roofline  the speed no batch norm can beat: a plain streaming kernel with the
  *       minimum traffic of the mode (forward dst = a*src + b, backward z = a*x + y) on the
  *       same buffers, one contiguous chunk per thread in a oneTBB arena of <threads>
  *       threads, loops compiled -O3 -march=native.
@@ -22,6 +20,9 @@
  *       inference adds use_global_stats; backward is prop_kind::backward), plain
  *       nchw / nhwc memory (nc for N x C shapes), OpenMP capped at <threads> threads.
  *       Only when oneDNN was found at configure time (NKBENCH_HAVE_ONEDNN).
+ *   .../normkit   normkit's C API; an nk_context capped at <threads> threads. Training
+ *       forward updates running statistics and saves mean/invstd; backward computes
+ *       diff_src, diff_scale and diff_shift.
  * The buffers are allocated and filled once for the largest case, so no implementation
  * pays for page faults the others do not; inputs are never written. They are reused call
  * after call, so a case whose tensors fit in the last-level cache runs from that cache for
@@ -35,15 +36,19 @@
  * implementations' runs by it, so --benchmark_enable_random_interleaving, which shuffles
  * the runs, still compares runs of one round); "others_cpu" = the share of the CPUs other processes
  * took during the timed loop (the machine is shared, and a 2-thread OpenMP run whose
- * partner thread is descheduled slows down tenfold).
- *
- * Ratios. They come afterwards: normkit_bench_summary reads the JSON and prints, as the
- * median over the rounds of each round's ratio,
+ * partner thread is descheduled slows down tenfold). normkit's runs also carry the ratios
+ * to the runs of their round that came before them:
  *   roofline  = roofline time / normkit time   (the fraction of the roofline's speed)
  *   x_onednn  = oneDNN time / normkit time     (> 1: normkit is faster)
- * per case, their geometric means per mode, and the cases that miss the targets. The
- * rounds of a benchmark share its name, so compare.py sees them as repetitions.
- * run_report.sh runs both.
+ * (each run's time per call as measured around its timed loop; a ratio is left out when
+ * its partner did not run before normkit in that round, as with
+ * --benchmark_enable_random_interleaving, or failed).
+ *
+ * Summary. normkit_bench_summary reads the JSON and prints the same ratios from the
+ * reported times, as the median over the rounds of each round's ratio (pairing the runs
+ * by their "round" counter, whatever their order), per case, their geometric means per
+ * mode, and the cases that miss the targets. The rounds of a benchmark share its name, so
+ * compare.py sees them as repetitions. run_report.sh runs both.
  */
 #include "bench_cases.hpp"
 #include "machine_load.hpp"
@@ -57,6 +62,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -65,6 +71,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace nkbench {
@@ -173,6 +180,16 @@ const Roofline& roofline(int threads) {
     return per_thread_count(cache, threads);
 }
 
+// Seconds per call of the roofline and oneDNN runs of each (case, round), for the ratio
+// counters of the normkit run of that round.
+struct PartnerTimes {
+    double roofline = NAN, onednn = NAN;
+};
+PartnerTimes& partner_times(const Case& cs) {
+    static std::map<std::pair<std::string, int>, PartnerTimes> times;
+    return times[{cs.name(), cs.round}];
+}
+
 void set_counters(benchmark::State& state, const Case& cs) {
     const double bytes = double(cs.bytes());
     state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
@@ -184,26 +201,34 @@ void set_counters(benchmark::State& state, const Case& cs) {
 // copy of its case, so its address tells the benchmarks apart (rounds included): the first
 // run of each makes one untimed call first (warm caches, awake threads, errors caught);
 // repetitions (--benchmark_repetitions) follow it back to back and need none.
-template <class Call, class Error> void measure(benchmark::State& state, const Case& cs, Call&& call, Error&& error) {
+// Returns the seconds per call of the timed loop, NaN when a call failed.
+template <class Call, class Error>
+double measure(benchmark::State& state, const Case& cs, Call&& call, Error&& error) {
     static const Case* warm = nullptr;
     if (warm != &cs) {
         if (!call()) {
             state.SkipWithError(error().c_str());
-            return;
+            return NAN;
         }
         warm = &cs;
     }
     const ForeignLoad load;
+    bool failed = false;
+    const auto start = std::chrono::steady_clock::now();
     for (auto _ : state) {
         if (!call()) {
             state.SkipWithError(error().c_str());
+            failed = true;
             break;
         }
         benchmark::ClobberMemory();
     }
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
     set_counters(state, cs);
     const double others = load.fraction();
     if (!std::isnan(others)) state.counters["others_cpu"] = others;
+    if (failed || state.iterations() == 0) return NAN;
+    return elapsed.count() / double(state.iterations());
 }
 
 void bm_normkit(benchmark::State& state, const Case& cs) {
@@ -229,7 +254,13 @@ void bm_normkit(benchmark::State& state, const Case& cs) {
         }
         return status == NK_OK;
     };
-    measure(state, cs, call, [] { return std::string("normkit: ") + nk_last_error_message(); });
+    const double seconds =
+        measure(state, cs, call, [] { return std::string("normkit: ") + nk_last_error_message(); });
+    const PartnerTimes& partners = partner_times(cs);
+    if (!std::isnan(seconds) && !std::isnan(partners.roofline))
+        state.counters["roofline"] = partners.roofline / seconds;
+    if (!std::isnan(seconds) && !std::isnan(partners.onednn))
+        state.counters["x_onednn"] = partners.onednn / seconds;
 }
 
 void bm_roofline(benchmark::State& state, const Case& cs) {
@@ -243,7 +274,7 @@ void bm_roofline(benchmark::State& state, const Case& cs) {
             r.forward(t.src, t.dst, count);
         return true;
     };
-    measure(state, cs, call, [] { return std::string(); });
+    partner_times(cs).roofline = measure(state, cs, call, [] { return std::string(); });
 }
 
 #if NKBENCH_HAVE_ONEDNN
@@ -279,7 +310,7 @@ void bm_onednn(benchmark::State& state, const Case& cs) {
         }
         return true;
     };
-    measure(state, cs, call, [&] { return error; });
+    partner_times(cs).onednn = measure(state, cs, call, [&] { return error; });
     if (primitive != nullptr) state.SetLabel(primitive->implementation());
 }
 #endif
@@ -308,11 +339,11 @@ void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
                     };
                     for (int round = 0; round < rounds; ++round) {
                         cs.round = round;
-                        add("normkit", bm_normkit);
                         add("roofline", bm_roofline);
 #if NKBENCH_HAVE_ONEDNN
                         add("onednn", bm_onednn);
 #endif
+                        add("normkit", bm_normkit); // last: its ratio counters use the two above
                     }
                 }
 }

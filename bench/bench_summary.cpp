@@ -3,7 +3,7 @@
  * (--benchmark_out=<file> --benchmark_out_format=json) and prints, per case, normkit's
  * GB/s, its fraction of the roofline and its speed-up over oneDNN, then geometric means
  * per mode and the cases that miss the targets. normkit_bench runs each case in rounds
- * (normkit, roofline, oneDNN back to back, then again): a ratio is the median of the
+ * (roofline, oneDNN, normkit back to back, then again): a ratio is the median of the
  * rounds' ratios, so it only compares measurements taken within a second of each other on
  * this shared machine, whose speed can change from one minute to the next (runs pair up
  * by their "round" counter, or by position in the file without one). GB/s use the

@@ -9,7 +9,7 @@
 # normkit_bench_summary. Environment:
 #   NK_BENCH_FILTER    regex of the benchmarks to run (default: all 96 cases), e.g.
 #                      'bn/train_fwd/resnet_c64_56/' or '/t:1/' or 'nhwc/t:2'
-#   NK_BENCH_ROUNDS    rounds (default 5): each runs normkit, the roofline and oneDNN back to
+#   NK_BENCH_ROUNDS    rounds (default 5): each runs the roofline, oneDNN and normkit back to
 #                      back; the summary's ratios are the medians of the rounds' ratios
 #   NK_BENCH_MIN_TIME  minimum seconds per run (default 0.05)
 #   NK_BENCH_OUT       JSON path (default <build-dir>/bench/normkit_bench.json)
