@@ -42,7 +42,9 @@
  *   x_onednn  = oneDNN time / normkit time     (> 1: normkit is faster)
  * (each run's time per call as measured around its timed loop; a ratio is left out when
  * its partner did not run before normkit in that round, as with
- * --benchmark_enable_random_interleaving, or failed).
+ * --benchmark_enable_random_interleaving, or failed; with --benchmark_repetitions every
+ * repetition of normkit compares with the partner's last repetition before it, where
+ * the summary pairs repetition with repetition).
  *
  * Summary. normkit_bench_summary reads the JSON and prints the same ratios from the
  * reported times, as the median over the rounds of each round's ratio (pairing the runs

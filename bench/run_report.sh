@@ -5,10 +5,14 @@
 #
 # Writes <build-dir>/bench/normkit_bench.json (Google Benchmark JSON: every run of every
 # round; the rounds of a benchmark share its name, so two files compare with Google
-# Benchmark's tools/compare.py as repetitions), then prints the table of
-# normkit_bench_summary. Environment:
+# Benchmark's tools/compare.py as repetitions) and normkit_bench.log beside it (the
+# benchmark's console output, a line per run), prints the header and a line per case as
+# its first run completes, then the table of normkit_bench_summary. Exit status: the
+# benchmark's when it fails, 2 when nothing matches the filter, else the summary's.
+# Environment:
 #   NK_BENCH_FILTER    regex of the benchmarks to run (default: all 96 cases), e.g.
-#                      'bn/train_fwd/resnet_c64_56/' or '/t:1/' or 'nhwc/t:2'
+#                      'bn/train_fwd/resnet_c64_56/' or '/t:1/' or 'nhwc/t:2'; a
+#                      --benchmark_filter= flag given here wins
 #   NK_BENCH_ROUNDS    rounds (default 5): each runs the roofline, oneDNN and normkit back to
 #                      back; the summary's ratios are the medians of the rounds' ratios
 #   NK_BENCH_MIN_TIME  minimum seconds per run (default 0.05)
@@ -42,32 +46,58 @@ args=(
     --benchmark_out_format=json
 )
 
-# Google Benchmark's console output (a line per run: 1440 for the whole suite) goes to a
-# log next to the JSON; the console gets the header (machine, caches, library versions)
-# and a line per case as it starts.
-log="${out%.json}.log"
-cases=$("$bench" --benchmark_list_tests --benchmark_filter="${NK_BENCH_FILTER:-.}" 2>/dev/null |
-    sed -E 's#/(normkit|roofline|onednn)/real_time$##' | sort -u | awk NF | wc -l || true)
+# The cases the filter selects (a later --benchmark_filter= flag wins, as in the run).
+filter=${NK_BENCH_FILTER:-.}
+for arg in "$@"; do [[ $arg == --benchmark_filter=* ]] && filter=${arg#*=}; done
+if ! listing=$("$bench" --benchmark_list_tests --benchmark_filter="$filter" 2>&1); then
+    printf 'run_report.sh: %s --benchmark_list_tests failed:\n%s\n' "$bench" "$listing" >&2
+    exit 1
+fi
+cases=$({ grep -E '^bn/' <<<"$listing" || true; } | sed -E 's#/[a-z]+/real_time$##' | sort -u | wc -l)
 if [[ $cases -eq 0 ]]; then
-    echo "run_report.sh: no benchmark matches NK_BENCH_FILTER='${NK_BENCH_FILTER:-.}'" >&2
+    [[ -n $listing ]] && printf '%s\n' "$listing" >&2
+    echo "run_report.sh: no benchmark matches the filter '$filter'" >&2
     exit 2
 fi
+
+# Reads the benchmark's console output (a line per run: 1440 for the whole suite) and
+# prints the header (machine, caches, library versions), a line per case when its first
+# run completes, and the runs that failed. Line by line, as it arrives.
+progress() {
+    local line name body=0 n=0
+    local -A seen=()
+    local run_line='^([^ ]+)/(normkit|roofline|onednn)/real_time(_[a-z]+)?( |$)'
+    while IFS= read -r line; do
+        if [[ $line == *"Library was built as DEBUG"* ]]; then
+            echo "(Google Benchmark warns about its own build: Debian's libbenchmark is built"
+            echo " without NDEBUG. This says nothing of how normkit was built.)"
+        elif ((!body)); then
+            printf '%s\n' "$line"
+            [[ $line =~ ^-+$ ]] && body=1
+        elif [[ $line =~ $run_line ]]; then
+            name=${BASH_REMATCH[1]}
+            if [[ -z ${seen[$name]:-} ]]; then
+                seen[$name]=1
+                echo "[$((++n))/$cases] $name"
+            fi
+            [[ $line == *"ERROR OCCURRED"* ]] && printf '%s\n' "$line"
+        elif ! [[ $line =~ ^-+$ || $line =~ ^Benchmark\ +Time ]]; then
+            printf '%s\n' "$line"
+        fi
+    done
+}
+
+log="${out%.json}.log"
 start=$(date +%s)
-"$bench" "${args[@]}" "$@" 2>&1 | tee "$log" | awk -v cases="$cases" '
-    /Library was built as DEBUG/ {
-        print "(Google Benchmark warns about its own build: Debian\x27s libbenchmark is built without"
-        print " NDEBUG. normkit, the roofline and this bench are built Release.)"
-        next
-    }
-    !body { print; if (/^-+$/) body = 1; next }
-    /^-+$/ || /^Benchmark +Time/ { next }
-    match($1, "/(normkit|roofline|onednn)/real_time$") {
-        name = substr($1, 1, RSTART - 1)
-        if (!(name in seen)) { seen[name]; printf "[%d/%d] %s\n", ++n, cases, name; fflush() }
-        if (/ERROR OCCURRED/) print
-        next
-    }
-    { print }'
+set +e
+"$bench" "${args[@]}" "$@" 2>&1 | tee "$log" | progress
+status=("${PIPESTATUS[@]}")
+set -e
+if [[ ${status[0]} -ne 0 ]]; then
+    echo "run_report.sh: normkit_bench failed (exit status ${status[0]}); its output is in $log" >&2
+    exit "${status[0]}"
+fi
+[[ ${status[1]} -eq 0 && ${status[2]} -eq 0 ]] || exit 1
 echo "normkit_bench: $(( $(date +%s) - start )) s; results in $out, every run in $log"
 echo
 

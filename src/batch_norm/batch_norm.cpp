@@ -102,9 +102,10 @@ struct Geometry {
         tiles = (width + tile - 1) / tile;
         // Blocks of at most kBlockLanes lane-values, all about the same size, one or a
         // multiple of kBlockSplit of them (so that 2 or 4 threads get equal shares). The
-        // count after block_rows is rounded up to `rep` stays that multiple k while a
-        // block holds more than k - 1 units of rep rows; the smallest tensors where it
-        // does not hold have about 2.7e8 values (1 GB; C = 63: 520 blocks become 519).
+        // count k (a multiple of kBlockSplit) stays k after block_rows is rounded up to
+        // `rep` while a block holds more than k - 1 units of rep rows; the smallest
+        // tensors where it does not have about 2.7e8 values (1 GB; C = 1023 with 260097
+        // rows: 512 blocks become 511).
         const int64_t max_rows = rep * std::max<int64_t>(1, kBlockLanes / tile);
         blocks = (M + max_rows - 1) / max_rows;
         if (blocks > 1) blocks = round_up(blocks, kBlockSplit);
