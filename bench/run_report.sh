@@ -80,11 +80,12 @@ progress() {
                 seen[$name]=1
                 echo "[$((++n))/$cases] $name"
             fi
-            [[ $line == *"ERROR OCCURRED"* ]] && printf '%s\n' "$line"
+            if [[ $line == *"ERROR OCCURRED"* ]]; then printf '%s\n' "$line"; fi
         elif ! [[ $line =~ ^-+$ || $line =~ ^Benchmark\ +Time ]]; then
             printf '%s\n' "$line"
         fi
     done
+    return 0
 }
 
 log="${out%.json}.log"
