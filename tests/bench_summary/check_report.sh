@@ -45,15 +45,9 @@ cp "$json" "\$out"
 STUB
 chmod +x "$tmp/bench/normkit_bench"
 
-fail=0
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 out=$(bash "$report" "$tmp" 2>&1)
 status=$?
-expect() { # regex, what it proves
-    if ! grep -Eq -- "$1" <<<"$out"; then
-        echo "FAILED: $2 (no line matches '$1')"
-        fail=1
-    fi
-}
 [[ $status -eq 0 ]] || { echo "FAILED: exit status $status"; fail=1; }
 expect '^Running normkit_bench' "the header"
 expect '^\[1/4\] bn/train_fwd/resnet_c64_56/nchw/t:1$' "a line for the first case"
@@ -61,8 +55,8 @@ expect '^\[4/4\] bn/(bwd|train_fwd|infer_fwd)/' "a line for the last of 4 cases 
 expect "ERROR OCCURRED: 'stand-in error'" "an error of a run reaches the console"
 expect "Debian's libbenchmark is built" "the DEBUG warning explained"
 expect '^train_fwd +resnet_c64_56 +nchw +1 +50\.00 ' "the summary table"
-if grep -Eq '^\[5/' <<<"$out"; then echo "FAILED: more case lines than cases"; fail=1; fi
-if grep -Eq '/real_time(_median)? +100 us' <<<"$out"; then echo "FAILED: run lines on the console"; fail=1; fi
+reject '^\[5/' "more case lines than cases"
+reject '/real_time(_median)? +100 us' "run lines on the console"
 runs=$(grep -c '"name": ' "$json")
 logged=$(grep -Ec '/real_time +100 us' "$tmp/bench/normkit_bench.log")
 [[ $logged -eq $runs ]] || { echo "FAILED: the log has $logged run lines, the JSON $runs runs"; fail=1; }
