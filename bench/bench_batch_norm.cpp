@@ -6,16 +6,23 @@
  * NK_LAYOUT_NSC "nhwc") x 3 modes (training forward, inference forward, backward)
  * x 2 thread counts (1 and std::thread::hardware_concurrency()): 96 cases, fp32.
  *
- * Implementations. Every case is measured with three, back to back, so that they share
- * whatever the machine does at that moment; in rounds (--rounds=R, default 5: the three,
- * then the three again, R times), each its own benchmark of one run, so a change of the
+ * Implementations. Every case is measured with three or four, back to back, so that they
+ * share whatever the machine does at that moment; in rounds (--rounds=R, default 5: all
+ * of them, then all again, R times), each its own benchmark of one run, so a change of the
  * machine's speed during a case falls between two rounds rather than between two
  * implementations (the shared machine's roofline can move 1.7x from one minute to the
- * next). In a round the roofline runs first, then oneDNN, then normkit:
+ * next). In a round the roofline runs first, then the two-pass kernel, oneDNN, normkit:
  *   bn/<mode>/<shape>/<layout>/t:<threads>/roofline  the speed no batch norm can beat: a plain streaming kernel with the
  *       minimum traffic of the mode (forward dst = a*src + b, backward z = a*x + y) on the
  *       same buffers, one contiguous chunk per thread in a oneTBB arena of <threads>
  *       threads, loops compiled -O3 -march=native.
+ *   .../two_pass  training forward and backward only: what the roofline's threads and
+ *       loops reach when they also read the inputs a second time, as a batch norm that
+ *       computes its statistics first must: each thread's chunk in blocks that fit in half
+ *       an L2 (as normkit's fused schedules), each block summed (x and x*x; diff_dst and
+ *       src*diff_dst: plain float sums, no accuracy care) and then put through the
+ *       roofline's loop with a coefficient from its sums. Not a target: it tells how much
+ *       of the gap to the roofline is the second read itself on this machine.
  *   .../onednn    oneDNN's batch_normalization primitive (use_scale | use_shift;
  *       inference adds use_global_stats; backward is prop_kind::backward), plain
  *       nchw / nhwc memory (nc for N x C shapes), OpenMP capped at <threads> threads.
@@ -26,7 +33,7 @@
  * The buffers are allocated and filled once for the largest case, so no implementation
  * pays for page faults the others do not; inputs are never written. They are reused call
  * after call, so a case whose tensors fit in the last-level cache runs from that cache for
- * all three implementations, and its roofline is the cache's bandwidth, not DRAM's.
+ * every implementation, and its roofline is the cache's bandwidth, not DRAM's.
  *
  * Measure. Wall-clock time (UseRealTime: the work runs on pool threads), one untimed call
  * before each benchmark (warm caches, awake threads), min time 0.05 s per run unless
@@ -39,6 +46,7 @@
  * partner thread is descheduled slows down tenfold). normkit's runs also carry the ratios
  * to the runs of their round that came before them:
  *   roofline  = roofline time / normkit time   (the fraction of the roofline's speed)
+ *   two_pass  = two-pass time / normkit time   (training forward and backward)
  *   x_onednn  = oneDNN time / normkit time     (> 1: normkit is faster)
  * (each run's time per call as measured around its timed loop; a ratio is left out when
  * its partner did not run before normkit in that round, as with
@@ -185,10 +193,10 @@ const Roofline& roofline(int threads) {
     return per_thread_count(cache, threads);
 }
 
-// Seconds per call of the roofline and oneDNN runs of each (case, round), for the ratio
+// Seconds per call of the reference and oneDNN runs of each (case, round), for the ratio
 // counters of the normkit run of that round.
 struct PartnerTimes {
-    double roofline = NAN, onednn = NAN;
+    double roofline = NAN, two_pass = NAN, onednn = NAN;
 };
 PartnerTimes& partner_times(const Case& cs) {
     static std::map<std::pair<std::string, int>, PartnerTimes> times;
@@ -264,22 +272,26 @@ void bm_normkit(benchmark::State& state, const Case& cs) {
     const PartnerTimes& partners = partner_times(cs);
     if (!std::isnan(seconds) && !std::isnan(partners.roofline))
         state.counters["roofline"] = partners.roofline / seconds;
+    if (!std::isnan(seconds) && !std::isnan(partners.two_pass))
+        state.counters["two_pass"] = partners.two_pass / seconds;
     if (!std::isnan(seconds) && !std::isnan(partners.onednn))
         state.counters["x_onednn"] = partners.onednn / seconds;
 }
 
-void bm_roofline(benchmark::State& state, const Case& cs) {
+// The roofline (kTwoPass false) or the two-pass kernel (true).
+template <bool kTwoPass> void bm_reference(benchmark::State& state, const Case& cs) {
     const Tensors& t = workspace().tensors();
     const Roofline& r = roofline(cs.threads);
     const int64_t count = cs.shape.elements();
     auto call = [&] {
         if (cs.mode == Mode::bwd)
-            r.backward(t.src, t.diff_dst, t.dst, count);
+            kTwoPass ? r.two_pass_backward(t.src, t.diff_dst, t.dst, count) : r.backward(t.src, t.diff_dst, t.dst, count);
         else
-            r.forward(t.src, t.dst, count);
+            kTwoPass ? r.two_pass_forward(t.src, t.dst, count) : r.forward(t.src, t.dst, count);
         return true;
     };
-    partner_times(cs).roofline = measure(state, cs, call, [] { return std::string(); });
+    PartnerTimes& times = partner_times(cs);
+    (kTwoPass ? times.two_pass : times.roofline) = measure(state, cs, call, [] { return std::string(); });
 }
 
 #if NKBENCH_HAVE_ONEDNN
@@ -344,11 +356,12 @@ void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
                     };
                     for (int round = 0; round < rounds; ++round) {
                         cs.round = round;
-                        add("roofline", bm_roofline);
+                        add("roofline", bm_reference<false>);
+                        if (mode != Mode::infer_fwd) add("two_pass", bm_reference<true>);
 #if NKBENCH_HAVE_ONEDNN
                         add("onednn", bm_onednn);
 #endif
-                        add("normkit", bm_normkit); // last: its ratio counters use the two above
+                        add("normkit", bm_normkit); // last: its ratio counters use the runs above
                     }
                 }
 }

@@ -1,9 +1,10 @@
 /*
  * normkit_bench_summary: reads the JSON of one normkit_bench run
  * (--benchmark_out=<file> --benchmark_out_format=json) and prints, per case, normkit's
- * GB/s, its fraction of the roofline and its speed-up over oneDNN, then geometric means
- * per mode and the cases that miss the targets. normkit_bench runs each case in rounds
- * (roofline, oneDNN, normkit back to back, then again): a ratio is the median of the
+ * GB/s, its fraction of the roofline, of the two-pass kernel (training forward and
+ * backward) and its speed-up over oneDNN, then geometric means per mode and the cases
+ * that miss the targets. normkit_bench runs each case in rounds (roofline, two-pass,
+ * oneDNN, normkit back to back, then again): a ratio is the median of the
  * rounds' ratios, so it only compares measurements taken within a second of each other on
  * this shared machine, whose speed can change from one minute to the next (runs pair up
  * by their "round" counter, or by position in the file without one). GB/s use the
@@ -275,7 +276,7 @@ double time_ratio(const Measurement& b, const Measurement& a) {
 
 struct Case {
     std::string mode, shape, layout, threads; // threads: "2"
-    Measurement normkit, roofline, onednn;
+    Measurement normkit, roofline, two_pass, onednn;
 
     double gbps() const { return normkit.ok() && normkit.bytes > 0 ? normkit.bytes / normkit.time_ns() : NAN; }
     double roofline_gbps() const {
@@ -284,11 +285,13 @@ struct Case {
     double onednn_gbps() const { return onednn.ok() && onednn.bytes > 0 ? onednn.bytes / onednn.time_ns() : NAN; }
     // Fraction of the roofline's speed; oneDNN time over normkit time.
     double of_roofline() const { return time_ratio(roofline, normkit); }
+    double of_two_pass() const { return time_ratio(two_pass, normkit); }
+    double two_pass_of_roofline() const { return time_ratio(roofline, two_pass); }
     double x_onednn() const { return time_ratio(onednn, normkit); }
-    // The worst of the three implementations.
+    // The worst of the implementations.
     double worst(double (*of)(const Measurement&)) const {
         double w = NAN;
-        for (const Measurement* m : {&normkit, &roofline, &onednn}) {
+        for (const Measurement* m : {&normkit, &roofline, &two_pass, &onednn}) {
             const double v = m->ok() ? of(*m) : NAN;
             if (!std::isnan(v)) w = std::isnan(w) ? v : std::max(w, v);
         }
@@ -352,11 +355,12 @@ Run collect(const Json& root) {
         if (parts.size() < 6 || parts[0] != "bn" || parts[4].compare(0, 2, "t:") != 0) continue;
         const std::string key = parts[1] + "/" + parts[2] + "/" + parts[3] + "/" + parts[4];
         auto [it, added] = index.emplace(key, run.cases.size());
-        if (added) run.cases.push_back(Case{parts[1], parts[2], parts[3], parts[4].substr(2), {}, {}, {}});
+        if (added) run.cases.push_back(Case{parts[1], parts[2], parts[3], parts[4].substr(2), {}, {}, {}, {}});
         Case& c = run.cases[it->second];
         const std::string& impl = parts[5];
         Measurement* m = impl == "normkit"    ? &c.normkit
                          : impl == "roofline" ? &c.roofline
+                         : impl == "two_pass" ? &c.two_pass
                          : impl == "onednn"   ? &c.onednn
                                               : nullptr;
         if (m == nullptr) continue;
@@ -448,23 +452,26 @@ int main(int argc, char** argv) {
     }
     std::printf("  %zu cases, %d run(s) of each implementation, wall clock. GB/s = minimum traffic (forward 8,\n"
                 "  backward 12 bytes/element) over the median time. %% roofline = roofline time / normkit time,\n"
-                "  x oneDNN = oneDNN time / normkit time: medians of the rounds' ratios (each round runs the\n"
-                "  three back to back). Of the three implementations, the largest: noise = coefficient of\n"
-                "  variation of the runs; others = share of the CPUs other processes took meanwhile.\n\n",
+                "  %% 2-pass = two-pass kernel time / normkit time (training forward and backward: the\n"
+                "  roofline's loop after a plain sum of each block that fits in half an L2, the reads of a\n"
+                "  two-pass batch norm without its accuracy; not a target), x oneDNN = oneDNN time / normkit\n"
+                "  time: medians of the rounds' ratios (each round runs the implementations back to back).\n"
+                "  Of the implementations, the largest: noise = coefficient of variation of the runs;\n"
+                "  others = share of the CPUs other processes took meanwhile.\n\n",
                 run.cases.size(), std::max(run.runs, 1));
 
     // ---- Table
-    std::printf("%-9s  %-15s  %-6s  %3s  %12s  %13s  %10s  %11s  %8s  %6s  %6s  %s\n", "mode", "shape", "layout",
-                "thr", "normkit GB/s", "roofline GB/s", "% roofline", "oneDNN GB/s", "x oneDNN", "noise", "others",
-                "oneDNN impl");
+    std::printf("%-9s  %-15s  %-6s  %3s  %12s  %13s  %10s  %8s  %11s  %8s  %6s  %6s  %s\n", "mode", "shape",
+                "layout", "thr", "normkit GB/s", "roofline GB/s", "% roofline", "% 2-pass", "oneDNN GB/s", "x oneDNN",
+                "noise", "others", "oneDNN impl");
     std::string last_mode;
     for (const Case& c : run.cases) {
         if (!last_mode.empty() && c.mode != last_mode) std::printf("\n");
         last_mode = c.mode;
-        std::printf("%-9s  %-15s  %-6s  %3s  %12s  %13s  %10s  %11s  %8s  %6s  %6s  %s\n", c.mode.c_str(),
+        std::printf("%-9s  %-15s  %-6s  %3s  %12s  %13s  %10s  %8s  %11s  %8s  %6s  %6s  %s\n", c.mode.c_str(),
                     c.shape.c_str(), c.layout.c_str(), c.threads.c_str(), fmt("%.2f", c.gbps()).c_str(),
                     fmt("%.2f", c.roofline_gbps()).c_str(), fmt("%.1f%%", 100 * c.of_roofline()).c_str(),
-                    fmt("%.2f", c.onednn_gbps()).c_str(), fmt("%.2fx", c.x_onednn()).c_str(),
+                    fmt("%.1f%%", 100 * c.of_two_pass()).c_str(), fmt("%.2f", c.onednn_gbps()).c_str(), fmt("%.2fx", c.x_onednn()).c_str(),
                     fmt("%.1f%%", 100 * c.noise()).c_str(), fmt("%.0f%%", 100 * c.others_cpu()).c_str(),
                     c.onednn.label.c_str());
     }
@@ -476,24 +483,28 @@ int main(int argc, char** argv) {
     for (const Case& c : run.cases)
         if (std::find(threads.begin(), threads.end(), c.threads) == threads.end()) threads.push_back(c.threads);
 
-    std::printf("\ngeometric means\n%-9s  %-7s  %5s  %10s  %8s\n", "mode", "threads", "cases", "% roofline",
-                "x oneDNN");
+    std::printf("\ngeometric means (2-pass: the two-pass kernel's %% of the roofline)\n"
+                "%-9s  %-7s  %5s  %10s  %8s  %8s  %20s\n",
+                "mode", "threads", "cases", "% roofline", "% 2-pass", "x oneDNN", "2-pass % roofline");
     for (const char* mode : kModes) {
         std::vector<std::string> groups = threads;
         if (threads.size() > 1) groups.push_back("all");
         for (const std::string& group : groups) {
-            std::vector<double> roof, onednn;
+            std::vector<double> roof, two_pass, two_pass_roof, onednn;
             int cases = 0;
             for (const Case& c : run.cases) {
                 if (c.mode != mode || (group != "all" && c.threads != group)) continue;
                 ++cases;
                 if (!std::isnan(c.of_roofline())) roof.push_back(c.of_roofline());
+                if (!std::isnan(c.of_two_pass())) two_pass.push_back(c.of_two_pass());
+                if (!std::isnan(c.two_pass_of_roofline())) two_pass_roof.push_back(c.two_pass_of_roofline());
                 if (!std::isnan(c.x_onednn())) onednn.push_back(c.x_onednn());
             }
             if (cases == 0) continue;
             const double g_roof = geomean(roof), g_onednn = geomean(onednn);
-            std::printf("%-9s  %-7s  %5d  %10s  %8s\n", mode, group.c_str(), cases,
-                        fmt("%.1f%%", 100 * g_roof).c_str(), fmt("%.2fx", g_onednn).c_str());
+            std::printf("%-9s  %-7s  %5d  %10s  %8s  %8s  %20s\n", mode, group.c_str(), cases,
+                        fmt("%.1f%%", 100 * g_roof).c_str(), fmt("%.1f%%", 100 * geomean(two_pass)).c_str(),
+                        fmt("%.2fx", g_onednn).c_str(), fmt("%.1f%%", 100 * geomean(two_pass_roof)).c_str());
             if (group != groups.back() || !is_training(mode)) continue;
             if (!std::isnan(g_roof) && g_roof < kTrainingGeomean)
                 miss(std::string(mode) + " geomean: " + fmt_below("%.1f%%", 100 * g_roof, 0.1) + " of roofline < " +
@@ -510,7 +521,7 @@ int main(int argc, char** argv) {
         const std::string note =
             others > kDisturbed ? "   [disturbed: others took " + fmt("%.0f%%", 100 * others) + "]" : "";
         if (!note.empty()) disturbed.push_back(c.title());
-        for (const Measurement* m : {&c.normkit, &c.roofline, &c.onednn})
+        for (const Measurement* m : {&c.normkit, &c.roofline, &c.two_pass, &c.onednn})
             if (m->present && !m->error.empty()) miss(c.title() + ": error: " + m->error);
         if (!c.normkit.present || !c.roofline.present) miss(c.title() + ": normkit or roofline not measured");
         const double roof = c.of_roofline(), x = c.x_onednn();

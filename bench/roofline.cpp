@@ -3,6 +3,9 @@
 #include "roofline_kernels.hpp"
 
 #include <algorithm>
+#include <cmath>
+
+#include <unistd.h>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -18,6 +21,8 @@ struct Roofline::Arena {
 
 // One thread runs on the caller, as normkit does with a one-thread context.
 Roofline::Roofline(int threads) : threads_(std::max(threads, 1)) {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    half_l2_floats_ = (l2 > 0 ? l2 : 1L << 20) / 2 / long(sizeof(float));
     if (threads_ > 1) arena_ = std::make_unique<Arena>(threads_);
 }
 
@@ -54,6 +59,32 @@ void Roofline::forward(const float* src, float* dst, int64_t count) const {
 void Roofline::backward(const float* x, const float* y, float* z, int64_t count) const {
     split(count, [&](int64_t begin, int64_t end) {
         roofline_axpy(x + begin, y + begin, z + begin, end - begin, 0.5f);
+    });
+}
+
+template <class Body> void Roofline::blocks(int64_t count, int inputs, const Body& body) const {
+    const int64_t block = half_l2_floats_ / inputs;
+    split(count, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; b += block) body(b, std::min(end, b + block));
+    });
+}
+
+void Roofline::two_pass_forward(const float* src, float* dst, int64_t count) const {
+    blocks(count, 1, [&](int64_t begin, int64_t end) {
+        float sum = 0, sum_sq = 0;
+        const int64_t n = end - begin;
+        two_pass_moments(src + begin, n, &sum, &sum_sq);
+        const float mean = sum / float(n), a = 1.0f / std::sqrt(std::fabs(sum_sq / float(n) - mean * mean) + 1e-5f);
+        roofline_axpb(src + begin, dst + begin, n, a, -mean * a);
+    });
+}
+
+void Roofline::two_pass_backward(const float* x, const float* y, float* z, int64_t count) const {
+    blocks(count, 2, [&](int64_t begin, int64_t end) {
+        float sum_y = 0, sum_xy = 0;
+        const int64_t n = end - begin;
+        two_pass_grad_sums(x + begin, y + begin, n, &sum_y, &sum_xy);
+        roofline_axpy(x + begin, y + begin, z + begin, n, -(sum_xy + sum_y) / float(n));
     });
 }
 

@@ -20,11 +20,22 @@ public:
     // Backward traffic (12 bytes/element): z = a*x + y.
     void backward(const float* x, const float* y, float* z, int64_t count) const;
 
+    // The reads and writes of a two-pass batch norm in their plainest form: each thread's
+    // chunk in blocks that fit in half its L2 (as normkit's fused schedules), each block
+    // summed (forward: x and x*x; backward: y and x*y, plain float sums), then the same
+    // element-wise pass as forward() / backward() over it with a coefficient from its sums.
+    void two_pass_forward(const float* src, float* dst, int64_t count) const;
+    void two_pass_backward(const float* x, const float* y, float* z, int64_t count) const;
+
 private:
     template <class Body> void split(int64_t count, const Body& body) const;
+    // Calls body(begin, end) over each thread's chunk in blocks of at most `inputs`
+    // tensors' half an L2.
+    template <class Body> void blocks(int64_t count, int inputs, const Body& body) const;
 
     struct Arena; // a tbb::task_arena, kept out of this header
     int threads_;
+    int64_t half_l2_floats_;
     std::unique_ptr<Arena> arena_;
 };
 

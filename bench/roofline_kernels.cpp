@@ -3,6 +3,8 @@
 // leak into the other translation units.
 #include "roofline_kernels.hpp"
 
+#include <cstring>
+
 namespace nkbench {
 
 void roofline_axpb(const float* __restrict x, float* __restrict y, int64_t count, float a, float b) {
@@ -12,6 +14,49 @@ void roofline_axpb(const float* __restrict x, float* __restrict y, int64_t count
 void roofline_axpy(const float* __restrict x, const float* __restrict y, float* __restrict z,
                    int64_t count, float a) {
     for (int64_t i = 0; i < count; ++i) z[i] = a * x[i] + y[i];
+}
+
+namespace {
+// 16 floats: one AVX-512 register, or as many narrower ones as the CPU has.
+typedef float V16 __attribute__((vector_size(64)));
+constexpr int64_t kLanes = 16, kChains = 4;
+
+V16 load(const float* p) {
+    V16 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// sum1 += u, sum2 += u * w over count floats: kChains independent chains of 16 lanes,
+// then the lanes in order.
+void sums(const float* __restrict u, const float* __restrict w, int64_t count, float* sum1, float* sum2) {
+    V16 s1[kChains] = {}, s2[kChains] = {};
+    int64_t i = 0;
+    for (; i + kChains * kLanes <= count; i += kChains * kLanes)
+        for (int k = 0; k < kChains; ++k) {
+            const V16 a = load(u + i + k * kLanes);
+            s1[k] += a;
+            s2[k] += a * load(w + i + k * kLanes);
+        }
+    float t1 = 0, t2 = 0;
+    for (; i < count; ++i) {
+        t1 += u[i];
+        t2 += u[i] * w[i];
+    }
+    for (int k = 0; k < kChains; ++k)
+        for (int64_t l = 0; l < kLanes; ++l) {
+            t1 += s1[k][l];
+            t2 += s2[k][l];
+        }
+    *sum1 = t1;
+    *sum2 = t2;
+}
+} // namespace
+
+void two_pass_moments(const float* x, int64_t count, float* sum, float* sum_sq) { sums(x, x, count, sum, sum_sq); }
+
+void two_pass_grad_sums(const float* x, const float* y, int64_t count, float* sum_y, float* sum_xy) {
+    sums(y, x, count, sum_y, sum_xy);
 }
 
 } // namespace nkbench

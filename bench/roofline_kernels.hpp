@@ -1,4 +1,5 @@
-// The roofline's single-threaded loops (roofline_kernels.cpp, built with -O3 -march=native).
+// The reference kernels' single-threaded loops (roofline_kernels.cpp, built with -O3
+// -march=native).
 #ifndef NORMKIT_BENCH_ROOFLINE_KERNELS_HPP
 #define NORMKIT_BENCH_ROOFLINE_KERNELS_HPP
 
@@ -8,6 +9,10 @@ namespace nkbench {
 
 void roofline_axpb(const float* x, float* y, int64_t count, float a, float b);        // y = a*x + b
 void roofline_axpy(const float* x, const float* y, float* z, int64_t count, float a); // z = a*x + y
+
+// Plain float sums for the two-pass kernels: sum x and x*x; sum y and x*y.
+void two_pass_moments(const float* x, int64_t count, float* sum, float* sum_sq);
+void two_pass_grad_sums(const float* x, const float* y, int64_t count, float* sum_y, float* sum_xy);
 
 } // namespace nkbench
 

@@ -13,8 +13,9 @@
 #   NK_BENCH_FILTER    regex of the benchmarks to run (default: all 96 cases), e.g.
 #                      'bn/train_fwd/resnet_c64_56/' or '/t:1/' or 'nhwc/t:2'; a
 #                      --benchmark_filter= flag given here wins
-#   NK_BENCH_ROUNDS    rounds (default 5): each runs the roofline, oneDNN and normkit back to
-#                      back; the summary's ratios are the medians of the rounds' ratios
+#   NK_BENCH_ROUNDS    rounds (default 5): each runs the roofline, the two-pass kernel
+#                      (training and backward), oneDNN and normkit back to back; the
+#                      summary's ratios are the medians of the rounds' ratios
 #   NK_BENCH_MIN_TIME  minimum seconds per run (default 0.05)
 #   NK_BENCH_OUT       JSON path (default <build-dir>/bench/normkit_bench.json)
 #   NK_BENCH_STRICT=1  exit 1 when a target is missed
@@ -53,20 +54,20 @@ if ! listing=$("$bench" --benchmark_list_tests --benchmark_filter="$filter" 2>&1
     printf 'run_report.sh: %s --benchmark_list_tests failed:\n%s\n' "$bench" "$listing" >&2
     exit 1
 fi
-cases=$({ grep -E '^bn/' <<<"$listing" || true; } | sed -E 's#/[a-z]+/real_time$##' | sort -u | wc -l)
+cases=$({ grep -E '^bn/' <<<"$listing" || true; } | sed -E 's#/[a-z_]+/real_time$##' | sort -u | wc -l)
 if [[ $cases -eq 0 ]]; then
     [[ -n $listing ]] && printf '%s\n' "$listing" >&2
     echo "run_report.sh: no benchmark matches the filter '$filter'" >&2
     exit 2
 fi
 
-# Reads the benchmark's console output (a line per run: 1440 for the whole suite) and
+# Reads the benchmark's console output (a line per run: 1760 for the whole suite) and
 # prints the header (machine, caches, library versions), a line per case when its first
 # run completes, and the runs that failed. Line by line, as it arrives.
 progress() {
     local line name body=0 n=0
     local -A seen=()
-    local run_line='^([^ ]+)/(normkit|roofline|onednn)/real_time(_[a-z]+)?( |$)'
+    local run_line='^([^ ]+)/(normkit|roofline|two_pass|onednn)/real_time(_[a-z]+)?( |$)'
     while IFS= read -r line; do
         if [[ $line == *"Library was built as DEBUG"* ]]; then
             echo "(Google Benchmark warns about its own build: Debian's libbenchmark is built"
