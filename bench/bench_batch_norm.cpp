@@ -284,10 +284,14 @@ template <bool kTwoPass> void bm_reference(benchmark::State& state, const Case& 
     const Roofline& r = roofline(cs.threads);
     const int64_t count = cs.shape.elements();
     auto call = [&] {
-        if (cs.mode == Mode::bwd)
-            kTwoPass ? r.two_pass_backward(t.src, t.diff_dst, t.dst, count) : r.backward(t.src, t.diff_dst, t.dst, count);
+        if (cs.mode == Mode::bwd && kTwoPass)
+            r.two_pass_backward(t.src, t.diff_dst, t.dst, count);
+        else if (cs.mode == Mode::bwd)
+            r.backward(t.src, t.diff_dst, t.dst, count);
+        else if (kTwoPass)
+            r.two_pass_forward(t.src, t.dst, count);
         else
-            kTwoPass ? r.two_pass_forward(t.src, t.dst, count) : r.forward(t.src, t.dst, count);
+            r.forward(t.src, t.dst, count);
         return true;
     };
     PartnerTimes& times = partner_times(cs);

@@ -471,9 +471,9 @@ int main(int argc, char** argv) {
         std::printf("%-9s  %-15s  %-6s  %3s  %12s  %13s  %10s  %8s  %11s  %8s  %6s  %6s  %s\n", c.mode.c_str(),
                     c.shape.c_str(), c.layout.c_str(), c.threads.c_str(), fmt("%.2f", c.gbps()).c_str(),
                     fmt("%.2f", c.roofline_gbps()).c_str(), fmt("%.1f%%", 100 * c.of_roofline()).c_str(),
-                    fmt("%.1f%%", 100 * c.of_two_pass()).c_str(), fmt("%.2f", c.onednn_gbps()).c_str(), fmt("%.2fx", c.x_onednn()).c_str(),
-                    fmt("%.1f%%", 100 * c.noise()).c_str(), fmt("%.0f%%", 100 * c.others_cpu()).c_str(),
-                    c.onednn.label.c_str());
+                    fmt("%.1f%%", 100 * c.of_two_pass()).c_str(), fmt("%.2f", c.onednn_gbps()).c_str(),
+                    fmt("%.2fx", c.x_onednn()).c_str(), fmt("%.1f%%", 100 * c.noise()).c_str(),
+                    fmt("%.0f%%", 100 * c.others_cpu()).c_str(), c.onednn.label.c_str());
     }
 
     // ---- Geometric means, and the targets

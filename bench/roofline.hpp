@@ -29,8 +29,8 @@ public:
 
 private:
     template <class Body> void split(int64_t count, const Body& body) const;
-    // Calls body(begin, end) over each thread's chunk in blocks of at most `inputs`
-    // tensors' half an L2.
+    // Calls body(begin, end) over each thread's chunk in blocks of as many elements as
+    // `inputs` tensors can hold in half an L2.
     template <class Body> void blocks(int64_t count, int inputs, const Body& body) const;
 
     struct Arena; // a tbb::task_arena, kept out of this header
