@@ -8,7 +8,7 @@ mode=${1:-}
 case "$mode" in bench | test) ;; *) echo "usage: bash cmake/run.sh bench|test" >&2; exit 2 ;; esac
 
 packages=(cmake ninja-build g++ binutils libtbb-dev libxsimd-dev doctest-dev)
-[ "$mode" = bench ] && packages+=(libbenchmark-dev libdnnl-dev)
+[ "$mode" = bench ] && packages+=(libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -166,7 +166,13 @@ struct Geometry {
 double tensor_bytes(const Geometry& g, int64_t tensors) {
     return double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
 }
-int64_t l3_bytes() { return cache_bytes(3, int64_t(32) << 20); }
+// The L3 that one call's tensors can count on: the reported size, at most kL3Cap. A
+// virtual machine reports its host socket's L3, which other tenants share: on a 2-core
+// slice of a 480 MiB L3 the roofline kept its L3 speed up to a 64 MiB footprint and lost
+// it by 128 MiB, and streaming the output paid at 103 MB (resnet_c256_56 training,
+// 1.1-1.35x) but not at 51-77 MB (resnet_c512_28: 0.94-1.06x).
+constexpr int64_t kL3Cap = int64_t(96) << 20;
+int64_t l3_bytes() { return std::min(cache_bytes(3, int64_t(32) << 20), kL3Cap); }
 // How much of the L3 one thread's tensors can fill and still stay there: 7/8 of it (a
 // 32 MiB footprint on one thread does not stay in a 32 MiB L3, 24.5 MiB does; see
 // stream_outputs).
@@ -175,19 +181,11 @@ double l3_keep_bytes() { return 0.875 * double(l3_bytes()); }
 // Channels-first: how many channels one task takes through statistics and the
 // element-wise pass while they stay in cache (`tensors` inputs read twice). At least 8
 // groups when there are channels enough, so that every core has work. 0 when a single
-// channel is too large, or when the two passes over the whole tensor are faster: on one
-// thread, when the inputs and the output stay in the L3 (l3_keep_bytes, as in
-// stream_outputs) but fill more than a third of it. Unfused, one thread ran
-// channels-first resnet_c64_56 training (25.7 MB) 1.18x and resnet_c2048_7 training and
-// backward (12.8 and 19.3 MB) 1.05-1.08x faster (A/B), other shapes of 12.8-25.7 MB
-// 1.0-1.25x. Smaller footprints were faster fused (b1_c64_112 backward, 9.6 MB: 0.95x
-// unfused), and so was every 2-thread case, or the same. Why the second read from the
-// L3 beats the fused schedule's reuse on one thread, and where the boundary really lies,
-// is measured, not understood.
-int64_t fused_group(const ExecConfig& config, const Geometry& g, int64_t tensors) {
+// channel is too large. (On a 32 MiB-L3 machine one thread ran tensors filling a third
+// of the L3 or more faster in two passes over the whole tensor; on this 2 MiB-L2 one the
+// fused schedule is faster at every size: resnet_c512_28 training 1.2x, backward 1.25x.)
+int64_t fused_group(const Geometry& g, int64_t tensors) {
     if (g.rows_path || g.S > kPiece) return 0;
-    const double footprint = tensor_bytes(g, tensors + 1);
-    if (config.threads.concurrency() == 1 && footprint > l3_bytes() / 3 && footprint <= l3_keep_bytes()) return 0;
     const int64_t channel_bytes = tensors * g.N * g.S * int64_t(sizeof(float));
     const int64_t fit = fuse_budget_bytes() / std::max<int64_t>(1, channel_bytes);
     if (fit < 1) return 0;
@@ -659,7 +657,7 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
         k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
     };
 
-    if (const int64_t group = fused_group(config, g, 1)) {
+    if (const int64_t group = fused_group(g, 1)) {
         fused_groups(config, g, group, &red, parts, finish, coefs, &normalize_run);
         return;
     }
@@ -726,7 +724,7 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     };
 
     const GradReduction* reduce = need_sums ? &red : nullptr;
-    if (const int64_t group = fused_group(config, g, 2)) {
+    if (const int64_t group = fused_group(g, 2)) {
         fused_groups(config, g, group, reduce, parts, finish, coefs, diff_src ? &seg_run : nullptr);
         return;
     }
