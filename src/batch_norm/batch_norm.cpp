@@ -46,6 +46,13 @@ const BatchNormKernelTable& kernels_for(Isa isa) {
 // and the element-wise pass (half its L2). Only the schedule depends on it, never a result.
 int64_t fuse_budget_bytes() { return cache_bytes(2, int64_t(1) << 20) / 2; }
 
+// Bytes of the channels-first groups that go through both passes together (at least one
+// channel): the block that a plain two-pass loop reads once from the L3 and once more
+// from the L2 ran at 96-98% of the roofline in blocks of 64-256 KB and at 89% in blocks
+// of 1 MB (half this machine's L2), which was this budget before: resnet_c64_56 and
+// resnet_c512_28 training 1.1x, backward 1.1-1.25x (A/B, one process).
+constexpr int64_t kGroupBytes = int64_t(128) << 10;
+
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Schedules only (never results): n units in parts of at most `max_part`, as many parts
@@ -179,16 +186,16 @@ int64_t l3_bytes() { return std::min(cache_bytes(3, int64_t(32) << 20), kL3Cap);
 double l3_keep_bytes() { return 0.875 * double(l3_bytes()); }
 
 // Channels-first: how many channels one task takes through statistics and the
-// element-wise pass while they stay in cache (`tensors` inputs read twice). At least 8
-// groups when there are channels enough, so that every core has work. 0 when a single
-// channel is too large. (On a 32 MiB-L3 machine one thread ran tensors filling a third
+// element-wise pass while they stay in cache (`tensors` inputs read twice): as many as
+// kGroupBytes holds, at least one, and at least 8 groups when there are channels enough,
+// so that every core has work. 0 when a single channel exceeds half the L2. (On a 32 MiB-L3 machine one thread ran tensors filling a third
 // of the L3 or more faster in two passes over the whole tensor; on this 2 MiB-L2 one the
 // fused schedule is faster at every size: resnet_c512_28 training 1.2x, backward 1.25x.)
 int64_t fused_group(const Geometry& g, int64_t tensors) {
     if (g.rows_path || g.S > kPiece) return 0;
     const int64_t channel_bytes = tensors * g.N * g.S * int64_t(sizeof(float));
-    const int64_t fit = fuse_budget_bytes() / std::max<int64_t>(1, channel_bytes);
-    if (fit < 1) return 0;
+    if (channel_bytes > fuse_budget_bytes()) return 0;
+    const int64_t fit = std::max<int64_t>(1, kGroupBytes / std::max<int64_t>(1, channel_bytes));
     return std::min(fit, std::max<int64_t>(1, g.C / 8));
 }
 
