@@ -166,8 +166,9 @@ void check_against_reference(const Outputs& o, const Expected& e) {
     check_per_channel("global diff_shift", o.global_diff_shift, e.global_grad.diff_shift, e.bound_dshift, 1e-6);
 }
 
-// Runs `isas` x `threads` on one shape and layout: each matches the reference, and all
-// give the bits of the first.
+// Runs `isas` x `threads` on one shape and layout, and every schedule of the planner with
+// the last ISA (1 and 2 threads): each matches the reference, and all give the bits of
+// the first.
 void check_shape(const ref::Shape& sh, const std::vector<int32_t>& isas, const std::vector<int32_t>& threads,
                  uint64_t seed) {
     const Inputs in = make_inputs(sh, seed);
@@ -192,6 +193,17 @@ void check_shape(const ref::Shape& sh, const std::vector<int32_t>& isas, const s
                 first = o;
                 have_first = true;
             }
+            CHECK_MESSAGE(o == first, "results differ bitwise from the first ISA and thread count");
+        }
+    }
+    for (nk::Schedule schedule : test::schedules()) {
+        for (int32_t t : {1, 2}) {
+            CAPTURE(test::shape_name(sh));
+            CAPTURE(test::schedule_name(schedule));
+            CAPTURE(t);
+            test::Context ctx(isas.back(), t, schedule);
+            const Outputs o = run_all_modes(ctx.get(), in, saved);
+            check_against_reference(o, e);
             CHECK_MESSAGE(o == first, "results differ bitwise from the first ISA and thread count");
         }
     }

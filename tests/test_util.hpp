@@ -1,6 +1,7 @@
 // Helpers shared by the doctest suites.
 #pragma once
 
+#include "core/context.hpp"
 #include "normkit/normkit.h"
 #include "reference/batch_norm_reference.hpp"
 
@@ -15,13 +16,14 @@
 
 namespace test {
 
-// An nk_context with the given caps, destroyed at scope exit.
+// An nk_context with the given caps and schedule, destroyed at scope exit.
 class Context {
 public:
-    Context(int32_t isa, int32_t threads) {
+    Context(int32_t isa, int32_t threads, nk::Schedule schedule = nk::Schedule::automatic) {
         REQUIRE(nk_context_create(&ctx_) == NK_OK);
         REQUIRE(nk_context_set_max_isa(ctx_, isa) == NK_OK);
         REQUIRE(nk_context_set_num_threads(ctx_, threads) == NK_OK);
+        ctx_->schedule = schedule; // not shared yet: no lock needed
     }
     ~Context() { nk_context_destroy(ctx_); }
     Context(const Context&) = delete;
@@ -37,6 +39,16 @@ inline std::vector<int32_t> isas() {
     std::vector<int32_t> v;
     for (int32_t i = NK_ISA_SCALAR; i <= nk_context_isa(nullptr); ++i) v.push_back(i);
     return v;
+}
+
+// Every schedule of the planner: each gives the bits of every other.
+inline std::vector<nk::Schedule> schedules() {
+    return {nk::Schedule::automatic, nk::Schedule::fused, nk::Schedule::split, nk::Schedule::two_passes};
+}
+
+inline std::string schedule_name(nk::Schedule s) {
+    static const char* names[] = {"automatic", "fused", "split", "two passes"};
+    return names[static_cast<int>(s)];
 }
 
 inline std::string isa_name(int32_t isa) {

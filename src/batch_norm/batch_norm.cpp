@@ -185,32 +185,68 @@ int64_t l3_bytes() { return std::min(cache_bytes(3, int64_t(32) << 20), kL3Cap);
 // stream_outputs).
 double l3_keep_bytes() { return 0.875 * double(l3_bytes()); }
 
-// Channels-first: how many channels one task takes through statistics and the
-// element-wise pass while they stay in cache (`tensors` inputs read twice): as many as
-// kGroupBytes holds, at least one, and at least 8 groups when there are channels enough,
-// so that every core has work. 0 when a single channel exceeds half the L2. (On a 32 MiB-L3 machine one thread ran tensors filling a third
-// of the L3 or more faster in two passes over the whole tensor; on this 2 MiB-L2 one the
-// fused schedule is faster at every size: resnet_c512_28 training 1.2x, backward 1.25x.)
-int64_t fused_group(const Geometry& g, int64_t tensors) {
-    if (g.rows_path || g.S > kPiece) return 0;
-    const int64_t channel_bytes = tensors * g.N * g.S * int64_t(sizeof(float));
-    if (channel_bytes > fuse_budget_bytes()) return 0;
-    const int64_t fit = std::max<int64_t>(1, kGroupBytes / std::max<int64_t>(1, channel_bytes));
-    return std::min(fit, std::max<int64_t>(1, g.C / 8));
+// The schedules of training and backward (`tensors` inputs, each read twice), all of
+// the same bits: only the order of the work differs.
+//   fused_groups    channels-first: a task takes a group of channels through the
+//                   reduction, its epilogue and the element-wise pass while the group
+//                   stays in its core's cache (fused_groups below).
+//   fused_lanes     channels-last and NC: the same with a group of lanes (channels) down
+//                   every row (fused_lane_groups).
+//   split_channels  channels-first: one channel at a time, each thread reducing and then
+//                   normalizing its share of the channel from its own L2.
+//   two_passes      the reduction over the whole tensor, then the element-wise pass.
+enum class Plan { fused_groups, fused_lanes, split_channels, two_passes };
+
+struct Choice {
+    Plan plan;
+    int64_t width = 0; // channels per group (fused_groups), lanes per group (fused_lanes)
+};
+
+// Channels-first groups: as many channels as kGroupBytes holds, at least one, and at
+// least 8 groups when there are channels enough, so that every core has work.
+int64_t group_channels(const Geometry& g, int64_t tensors) {
+    const int64_t channel_bytes = std::max<int64_t>(1, tensors * g.N * g.S * int64_t(sizeof(float)));
+    return std::min(std::max<int64_t>(1, kGroupBytes / channel_bytes), std::max<int64_t>(1, g.C / 8));
 }
 
-// Rows path with one channel per lane: how many lanes one task takes through the
-// reduction of every row block and the element-wise pass while their columns stay in
-// cache. kMinLanes (one register tile): the narrow kernels keep the tile's coefficients
-// in registers, and many small tasks balance the threads (128-lane tasks were 6-16%
-// slower on mlp_n256_c784). 0 when the columns of kMinLanes lanes do not fit, or when
-// rows are more than a page apart (each row of a lane group then sits on pages of its
-// own, and walking the group down them cost more than the cache saved: resnet_c2048_7
-// channels-last, 8 KB rows, was 25% slower).
-int64_t fused_lanes(const Geometry& g, int64_t tensors) {
-    if (!g.rows_path || g.rep > 1 || g.C * int64_t(sizeof(float)) > 4096) return 0;
-    const int64_t lane_bytes = tensors * g.M * int64_t(sizeof(float));
-    return kMinLanes * lane_bytes <= fuse_budget_bytes() ? kMinLanes : 0;
+// Channels-first:
+// - fused_groups when a channel fits in half an L2. (On a 32 MiB-L3 machine one thread
+//   ran tensors filling a third of the L3 or more faster in two passes; on this 2 MiB-L2
+//   one the fused schedule is faster at every size: resnet_c512_28 training 1.2x,
+//   backward 1.25x.)
+// - split_channels when each thread's share of a channel fits in its L2 (img_c3_224, 1.6
+//   MB channels: training 1.1x on one thread and 1.3x on two, backward 1.15x on two, A/B).
+// - two_passes otherwise.
+// Channels-last and NC: fused_lanes when kMinLanes lanes of every row fit in half an L2
+// and rows are at most a page apart; two_passes otherwise. A group is one register tile
+// (kMinLanes): the narrow kernels keep the tile's coefficients in registers, and many
+// small tasks balance the threads (128-lane groups were 6-16% slower on mlp_n256_c784,
+// 16- and 32-lane ones 0.5-0.8x on every shape where they fit). Rows more than a page
+// apart put each row of a group on pages of its own, and walking the group down them
+// cost more than the cache saved (resnet_c2048_7 channels-last, 8 KB rows: 0.75x).
+// Packed rows (rep > 1, lanes that are not channels) always take two_passes.
+Choice choose(const ExecConfig& config, const Geometry& g, int64_t tensors) {
+    const bool lanes_ok = g.rows_path && g.rep == 1;
+    switch (config.schedule) {
+    case Schedule::fused:
+        if (!g.rows_path) return {Plan::fused_groups, group_channels(g, tensors)};
+        return lanes_ok ? Choice{Plan::fused_lanes, kMinLanes} : Choice{Plan::two_passes};
+    case Schedule::split: return {g.rows_path ? Plan::two_passes : Plan::split_channels};
+    case Schedule::two_passes: return {Plan::two_passes};
+    case Schedule::automatic: break;
+    }
+    const double l2 = double(cache_bytes(2, int64_t(1) << 20));
+    if (!g.rows_path) {
+        const double channel_bytes = double(tensors) * double(g.N) * double(g.S) * sizeof(float);
+        const int64_t threads = config.threads.concurrency();
+        if (channel_bytes <= double(fuse_budget_bytes())) return {Plan::fused_groups, group_channels(g, tensors)};
+        if (g.pieces >= threads && channel_bytes <= double(threads) * l2) return {Plan::split_channels};
+        return {Plan::two_passes};
+    }
+    const double group_bytes = double(kMinLanes) * double(tensors) * double(g.M) * sizeof(float);
+    if (lanes_ok && g.C * int64_t(sizeof(float)) <= 4096 && group_bytes <= double(fuse_budget_bytes()))
+        return {Plan::fused_lanes, kMinLanes};
+    return {Plan::two_passes};
 }
 
 // Whether an element-wise pass over `tensors` tensors of g's shape writes its output
@@ -448,6 +484,18 @@ void reduce_piece_group(const Geometry& g, const Reduction& red, int64_t p, int6
     }
 }
 
+// The pieces of channels [c0, c1), with reduce_all's sums.
+template <class Reduction>
+void reduce_channels(const Geometry& g, const Reduction& red, int64_t c0, int64_t c1, GroupScratch& w,
+                     Partials& out) {
+    if (g.S > kPiece) {
+        for (int64_t c = c0; c < c1; ++c)
+            for (int64_t p = 0; p < g.pieces; ++p) out.set(p, c, reduce_piece(g, red, c, p));
+        return;
+    }
+    for (int64_t p = 0; p < g.pieces; ++p) reduce_piece_group(g, red, p, c0, c1, w, out);
+}
+
 // Per-range scratch of the rows reductions.
 struct RowsScratch {
     std::vector<float> center;
@@ -592,12 +640,34 @@ void fused_groups(const ExecConfig& config, const Geometry& g, int64_t group, co
         for (int64_t i = begin; i < end; ++i) {
             const int64_t c0 = groups.cut(i), c1 = groups.cut(i + 1);
             if (c0 == c1) continue;
-            if (red)
-                for (int64_t q = 0; q < g.pieces; ++q) reduce_piece_group(g, *red, q, c0, c1, w, parts);
+            if (red) reduce_channels(g, *red, c0, c1, w, parts);
             finish(c0, c1);
             if (seg) elementwise_channels(g, coefs, c0, c1, *seg);
         }
     });
+}
+
+// Channels-first channels larger than half an L2 (split_channels_fit): one channel at a
+// time, its pieces cut into a contiguous share per thread. Each thread reduces its
+// share; after the channel's finish(c, c + 1) it puts the same share through the
+// element-wise pass, which reads it from that core's L2 (the static partitioner hands
+// item t to the same arena slot in both loops). Pieces and merge order are reduce_all's.
+template <class Reduction, class Finish, class SegFn>
+void split_channels(const ExecConfig& config, const Geometry& g, const Reduction* red, Partials& parts,
+                    Finish finish, const CoefArrays& coefs, const SegFn* seg) {
+    const int64_t threads = config.threads.concurrency();
+    const EvenParts shares(g.pieces, (g.pieces + threads - 1) / threads, threads);
+    for (int64_t c = 0; c < g.C; ++c) {
+        if (red)
+            config.threads.parallel_for(shares.parts, [&](int64_t begin, int64_t end) {
+                for (int64_t p = shares.cut(begin); p < shares.cut(end); ++p) parts.set(p, c, reduce_piece(g, *red, c, p));
+            });
+        finish(c, c + 1);
+        if (seg)
+            config.threads.parallel_for(shares.parts, [&](int64_t begin, int64_t end) {
+                for (int64_t p = shares.cut(begin); p < shares.cut(end); ++p) (*seg)(g.piece(c, p), coefs.at(c), 0);
+            });
+    }
 }
 
 // The rows-path counterpart of fused_groups: each task takes `lanes` channels through
@@ -621,8 +691,8 @@ void fused_lane_groups(const ExecConfig& config, const Geometry& g, int64_t lane
             // Ordinary stores: streaming would start registers at the output's alignment,
             // and the last register of a row would then read coefficients of the next
             // group, which another task may be writing (groups are whole registers, and
-            // the kernels read no register past the row's lanes). (The tensor is at most 8 MB here:
-            // NK_STREAM_STORES=always is the only way to ask for streaming.)
+            // the kernels read no register past the row's lanes). (The automatic schedule
+            // takes this one for tensors far smaller than the L3.)
             ElementwiseCoefs e = coefs.at(l0);
             e.stream = false;
             (*rows)(Run{l0, g.M, n, g.C}, e);
@@ -664,13 +734,16 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
         k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
     };
 
-    if (const int64_t group = fused_group(g, 1)) {
-        fused_groups(config, g, group, &red, parts, finish, coefs, &normalize_run);
+    const Choice choice = choose(config, g, 1);
+    switch (choice.plan) {
+    case Plan::fused_groups:
+        fused_groups(config, g, choice.width, &red, parts, finish, coefs, &normalize_run);
         return;
-    }
-    if (const int64_t lanes = fused_lanes(g, 1)) {
-        fused_lane_groups(config, g, lanes, &red, parts, finish, coefs, &normalize_rows);
+    case Plan::fused_lanes:
+        fused_lane_groups(config, g, choice.width, &red, parts, finish, coefs, &normalize_rows);
         return;
+    case Plan::split_channels: split_channels(config, g, &red, parts, finish, coefs, &normalize_run); return;
+    case Plan::two_passes: break;
     }
     reduce_all(config, g, red, parts);
     for_channels(config, p.c, finish);
@@ -731,13 +804,18 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     };
 
     const GradReduction* reduce = need_sums ? &red : nullptr;
-    if (const int64_t group = fused_group(g, 2)) {
-        fused_groups(config, g, group, reduce, parts, finish, coefs, diff_src ? &seg_run : nullptr);
+    const Choice choice = choose(config, g, 2);
+    switch (choice.plan) {
+    case Plan::fused_groups:
+        fused_groups(config, g, choice.width, reduce, parts, finish, coefs, diff_src ? &seg_run : nullptr);
         return;
-    }
-    if (const int64_t lanes = fused_lanes(g, 2)) {
-        fused_lane_groups(config, g, lanes, reduce, parts, finish, coefs, diff_src ? &rows_run : nullptr);
+    case Plan::fused_lanes:
+        fused_lane_groups(config, g, choice.width, reduce, parts, finish, coefs, diff_src ? &rows_run : nullptr);
         return;
+    case Plan::split_channels:
+        split_channels(config, g, reduce, parts, finish, coefs, diff_src ? &seg_run : nullptr);
+        return;
+    case Plan::two_passes: break;
     }
     if (need_sums) reduce_all(config, g, red, parts);
     for_channels(config, p.c, finish);

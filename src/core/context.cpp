@@ -13,6 +13,7 @@ ExecConfig exec_config(const nk_context* ctx) {
     std::lock_guard<std::mutex> lock(ctx->mutex);
     config.isa = std::min(ctx->max_isa, best_isa());
     config.threads = ctx->threads;
+    config.schedule = ctx->schedule;
     return config;
 }
 

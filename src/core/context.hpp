@@ -8,10 +8,17 @@
 
 namespace nk {
 
+// How a call walks its tensors. Every schedule gives the same bits; `automatic` picks by
+// shape and cache sizes. The others exist for the tests (set on a context through
+// nk_context::schedule, which the C ABI does not expose): each forces one schedule
+// wherever the tensor allows it, and the two passes elsewhere.
+enum class Schedule : int32_t { automatic, fused, split, two_passes };
+
 // A consistent snapshot of a context, taken once at the start of a call.
 struct ExecConfig {
     Isa isa = Isa::scalar;
     Threads threads;
+    Schedule schedule = Schedule::automatic;
 };
 
 } // namespace nk
@@ -21,6 +28,7 @@ struct nk_context {
     mutable std::mutex mutex;
     nk::Isa max_isa = nk::Isa::avx512;
     nk::Threads threads;
+    nk::Schedule schedule = nk::Schedule::automatic; // tests only (see ExecConfig)
 };
 
 namespace nk {
