@@ -217,8 +217,11 @@ int64_t group_channels(const Geometry& g, int64_t tensors) {
 // - split_channels when each thread's share of a channel fits in its L2 (img_c3_224, 1.6
 //   MB channels: training 1.1x on one thread and 1.3x on two, backward 1.15x on two, A/B).
 // - two_passes otherwise.
-// Channels-last and NC: fused_lanes when kMinLanes lanes of every row fit in half an L2
-// and rows are at most a page apart; two_passes otherwise. A group is one register tile
+// Channels-last and NC: fused_lanes when kMinLanes lanes of every row fit in half an L2,
+// rows are at most a page apart and each thread's share of the inputs fits in its L2;
+// two_passes otherwise. A group walks down rows a row apart, which the L3 serves slowly:
+// mlp_n4096_c1024 training (16 MB, 4 KB rows) ran 1.1-1.15x faster in two passes, where
+// mlp_n256_c784 (0.8 MB) ran 1.15x faster fused on two threads. A group is one register tile
 // (kMinLanes): the narrow kernels keep the tile's coefficients in registers, and many
 // small tasks balance the threads (128-lane groups were 6-16% slower on mlp_n256_c784,
 // 16- and 32-lane ones 0.5-0.8x on every shape where they fit). Rows more than a page
@@ -244,7 +247,8 @@ Choice choose(const ExecConfig& config, const Geometry& g, int64_t tensors) {
         return {Plan::two_passes};
     }
     const double group_bytes = double(kMinLanes) * double(tensors) * double(g.M) * sizeof(float);
-    if (lanes_ok && g.C * int64_t(sizeof(float)) <= 4096 && group_bytes <= double(fuse_budget_bytes()))
+    const double share = tensor_bytes(g, tensors) / double(config.threads.concurrency());
+    if (lanes_ok && g.C * int64_t(sizeof(float)) <= 4096 && group_bytes <= double(fuse_budget_bytes()) && share <= l2)
         return {Plan::fused_lanes, kMinLanes};
     return {Plan::two_passes};
 }
