@@ -18,11 +18,14 @@
  *       threads, loops compiled -O3 -march=native.
  *   .../two_pass  training forward and backward only: what the roofline's threads and
  *       loops reach when they also read the inputs a second time, as a batch norm that
- *       computes its statistics first must: each thread's chunk in blocks that fit in half
- *       an L2 (as normkit's fused schedules), each block summed (x and x*x; diff_dst and
- *       src*diff_dst: plain float sums, no accuracy care) and then put through the
- *       roofline's loop with a coefficient from its sums. Not a target: it tells how much
- *       of the gap to the roofline is the second read itself on this machine.
+ *       computes its statistics first must: each thread's chunk summed (x and x*x;
+ *       diff_dst and src*diff_dst: plain float sums, no accuracy care) and then put
+ *       through the roofline's loop with a coefficient from its sums; channels-first in
+ *       blocks of 128 KB of inputs (as normkit's fused groups: the second read from the
+ *       L2), channels-last and NC the whole chunk at once (every channel spans all rows,
+ *       so the second read comes from the L2 only where a thread's share fits there). Not
+ *       a target: it tells how much of the gap to the roofline the second read itself
+ *       costs on this machine, in the case's layout.
  *   .../onednn    oneDNN's batch_normalization primitive (use_scale | use_shift;
  *       inference adds use_global_stats; backward is prop_kind::backward), plain
  *       nchw / nhwc memory (nc for N x C shapes), OpenMP capped at <threads> threads.
@@ -283,13 +286,16 @@ template <bool kTwoPass> void bm_reference(benchmark::State& state, const Case& 
     const Tensors& t = workspace().tensors();
     const Roofline& r = roofline(cs.threads);
     const int64_t count = cs.shape.elements();
+    // Channels-first with spatial > 1 keeps each channel in runs, which a batch norm can
+    // take in cache-sized groups; channels-last and NC spread every channel over all rows.
+    const bool blocked = cs.layout == NK_LAYOUT_NCS && !cs.shape.nc;
     auto call = [&] {
         if (cs.mode == Mode::bwd && kTwoPass)
-            r.two_pass_backward(t.src, t.diff_dst, t.dst, count);
+            r.two_pass_backward(t.src, t.diff_dst, t.dst, count, blocked);
         else if (cs.mode == Mode::bwd)
             r.backward(t.src, t.diff_dst, t.dst, count);
         else if (kTwoPass)
-            r.two_pass_forward(t.src, t.dst, count);
+            r.two_pass_forward(t.src, t.dst, count, blocked);
         else
             r.forward(t.src, t.dst, count);
         return true;

@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include <unistd.h>
-
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 #include <tbb/partitioner.h>
@@ -21,8 +19,6 @@ struct Roofline::Arena {
 
 // One thread runs on the caller, as normkit does with a one-thread context.
 Roofline::Roofline(int threads) : threads_(std::max(threads, 1)) {
-    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    half_l2_floats_ = (l2 > 0 ? l2 : 1L << 20) / 2 / long(sizeof(float));
     if (threads_ > 1) arena_ = std::make_unique<Arena>(threads_);
 }
 
@@ -62,15 +58,16 @@ void Roofline::backward(const float* x, const float* y, float* z, int64_t count)
     });
 }
 
-template <class Body> void Roofline::blocks(int64_t count, int inputs, const Body& body) const {
-    const int64_t block = half_l2_floats_ / inputs;
+template <class Body> void Roofline::blocks(int64_t count, int inputs, bool blocked, const Body& body) const {
+    constexpr int64_t kBlockFloats = (int64_t(128) << 10) / int64_t(sizeof(float));
     split(count, [&](int64_t begin, int64_t end) {
+        const int64_t block = blocked ? kBlockFloats / inputs : end - begin;
         for (int64_t b = begin; b < end; b += block) body(b, std::min(end, b + block));
     });
 }
 
-void Roofline::two_pass_forward(const float* src, float* dst, int64_t count) const {
-    blocks(count, 1, [&](int64_t begin, int64_t end) {
+void Roofline::two_pass_forward(const float* src, float* dst, int64_t count, bool blocked) const {
+    blocks(count, 1, blocked, [&](int64_t begin, int64_t end) {
         float sum = 0, sum_sq = 0;
         const int64_t n = end - begin;
         two_pass_moments(src + begin, n, &sum, &sum_sq);
@@ -79,8 +76,8 @@ void Roofline::two_pass_forward(const float* src, float* dst, int64_t count) con
     });
 }
 
-void Roofline::two_pass_backward(const float* x, const float* y, float* z, int64_t count) const {
-    blocks(count, 2, [&](int64_t begin, int64_t end) {
+void Roofline::two_pass_backward(const float* x, const float* y, float* z, int64_t count, bool blocked) const {
+    blocks(count, 2, blocked, [&](int64_t begin, int64_t end) {
         float sum_y = 0, sum_xy = 0;
         const int64_t n = end - begin;
         two_pass_grad_sums(x + begin, y + begin, n, &sum_y, &sum_xy);

@@ -21,21 +21,24 @@ public:
     void backward(const float* x, const float* y, float* z, int64_t count) const;
 
     // The reads and writes of a two-pass batch norm in their plainest form: each thread's
-    // chunk in blocks that fit in half its L2 (as normkit's fused schedules), each block
-    // summed (forward: x and x*x; backward: y and x*y, plain float sums), then the same
-    // element-wise pass as forward() / backward() over it with a coefficient from its sums.
-    void two_pass_forward(const float* src, float* dst, int64_t count) const;
-    void two_pass_backward(const float* x, const float* y, float* z, int64_t count) const;
+    // chunk summed (forward: x and x*x; backward: y and x*y, plain float sums), then put
+    // through the same element-wise pass as forward() / backward() with a coefficient from
+    // its sums. `blocked`: in blocks of 128 KB of inputs, so that the second read comes from
+    // the L2, as a channels-first batch norm can take groups of channels (normkit's fused
+    // groups hold 128 KB); otherwise the whole chunk at once, as a channels-last or NC one
+    // must, whose every channel spans all rows: its second read comes from the L2 only when
+    // the thread's share fits there.
+    void two_pass_forward(const float* src, float* dst, int64_t count, bool blocked) const;
+    void two_pass_backward(const float* x, const float* y, float* z, int64_t count, bool blocked) const;
 
 private:
     template <class Body> void split(int64_t count, const Body& body) const;
-    // Calls body(begin, end) over each thread's chunk in blocks of as many elements as
-    // `inputs` tensors can hold in half an L2.
-    template <class Body> void blocks(int64_t count, int inputs, const Body& body) const;
+    // Calls body(begin, end) over each thread's chunk, in blocks of 128 KB of `inputs`
+    // tensors when `blocked`, else at once.
+    template <class Body> void blocks(int64_t count, int inputs, bool blocked, const Body& body) const;
 
     struct Arena; // a tbb::task_arena, kept out of this header
     int threads_;
-    int64_t half_l2_floats_;
     std::unique_ptr<Arena> arena_;
 };
 
