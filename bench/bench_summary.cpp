@@ -453,8 +453,9 @@ int main(int argc, char** argv) {
     std::printf("  %zu cases, %d run(s) of each implementation, wall clock. GB/s = minimum traffic (forward 8,\n"
                 "  backward 12 bytes/element) over the median time. %% roofline = roofline time / normkit time,\n"
                 "  %% 2-pass = two-pass kernel time / normkit time (training forward and backward: the\n"
-                "  roofline's loop after a plain sum of each block that fits in half an L2, the reads of a\n"
-                "  two-pass batch norm without its accuracy; not a target), x oneDNN = oneDNN time / normkit\n"
+                "  roofline's loop after plain sums over the same data, channels-first in 128 KB blocks,\n"
+                "  channels-last and NC over each thread's whole share: the reads of a two-pass batch norm\n"
+                "  without its accuracy; not a target), x oneDNN = oneDNN time / normkit\n"
                 "  time: medians of the rounds' ratios (each round runs the implementations back to back).\n"
                 "  Of the implementations, the largest: noise = coefficient of variation of the runs;\n"
                 "  others = share of the CPUs other processes took meanwhile.\n\n",

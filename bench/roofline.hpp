@@ -27,7 +27,8 @@ public:
     // the L2, as a channels-first batch norm can take groups of channels (normkit's fused
     // groups hold 128 KB); otherwise the whole chunk at once, as a channels-last or NC one
     // must, whose every channel spans all rows: its second read comes from the L2 only when
-    // the thread's share fits there.
+    // the thread's share fits there. The blocks cross channel boundaries: for channels of
+    // more than 128 KB (img_c3_224) this is more than a batch norm can do.
     void two_pass_forward(const float* src, float* dst, int64_t count, bool blocked) const;
     void two_pass_backward(const float* x, const float* y, float* z, int64_t count, bool blocked) const;
 

@@ -38,6 +38,9 @@ struct Outputs {
     std::vector<float> inference_dst;
     std::vector<float> diff_src, diff_scale, diff_shift;
     std::vector<float> global_diff_src, global_diff_scale, global_diff_shift;
+    // Backward with some outputs NULL: diff_src alone with frozen statistics (nothing to
+    // reduce), and diff_scale/diff_shift alone (no element-wise pass).
+    std::vector<float> frozen_diff_src, sums_diff_scale, sums_diff_shift;
 
     bool operator==(const Outputs& o) const {
         using test::same_bits;
@@ -47,7 +50,8 @@ struct Outputs {
                same_bits(diff_src, o.diff_src) && same_bits(diff_scale, o.diff_scale) &&
                same_bits(diff_shift, o.diff_shift) && same_bits(global_diff_src, o.global_diff_src) &&
                same_bits(global_diff_scale, o.global_diff_scale) &&
-               same_bits(global_diff_shift, o.global_diff_shift);
+               same_bits(global_diff_shift, o.global_diff_shift) && same_bits(frozen_diff_src, o.frozen_diff_src) &&
+               same_bits(sums_diff_scale, o.sums_diff_scale) && same_bits(sums_diff_shift, o.sums_diff_shift);
     }
 };
 
@@ -89,6 +93,20 @@ Outputs run_all_modes(nk_context* ctx, const Inputs& in, const SavedStats& saved
     REQUIRE(nk_batch_norm_backward(ctx, &d, in.src.data(), in.dy.data(), in.scale.data(),
                                    saved.mean.data(), saved.invstd.data(), o.global_diff_src.data(),
                                    o.global_diff_scale.data(), o.global_diff_shift.data()) == NK_OK);
+
+    o.frozen_diff_src.assign(count, -7.0f);
+    REQUIRE(nk_batch_norm_backward(ctx, &d, in.src.data(), in.dy.data(), in.scale.data(), saved.mean.data(),
+                                   saved.invstd.data(), o.frozen_diff_src.data(), nullptr, nullptr) == NK_OK);
+    d.flags = 0;
+    o.sums_diff_scale.assign(c, -7.0f);
+    o.sums_diff_shift.assign(c, -7.0f);
+    REQUIRE(nk_batch_norm_backward(ctx, &d, in.src.data(), in.dy.data(), in.scale.data(), saved.mean.data(),
+                                   saved.invstd.data(), nullptr, o.sums_diff_scale.data(),
+                                   o.sums_diff_shift.data()) == NK_OK);
+    // The same bits as the calls that compute everything.
+    CHECK(test::same_bits(o.frozen_diff_src, o.global_diff_src));
+    CHECK(test::same_bits(o.sums_diff_scale, o.diff_scale));
+    CHECK(test::same_bits(o.sums_diff_shift, o.diff_shift));
     return o;
 }
 

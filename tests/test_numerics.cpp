@@ -415,10 +415,15 @@ const NamedShape kHardShapes[] = {
     {"NCS 6x7x13001", {NK_LAYOUT_NCS, 6, 7, 13001}},
     {"NSC 6x7x13001", {NK_LAYOUT_NSC, 6, 7, 13001}},
     {"NC 80007x7", {NK_LAYOUT_NCS, 80007, 7, 1}},
+    // One lane per channel (the packed rows of C = 7 never take the lane groups), and
+    // runs longer than a piece. (The cases poison channels up to 5: C >= 6.)
+    {"NSC 4x70x1001", {NK_LAYOUT_NSC, 4, 70, 1001}},
+    {"NCS 2x7x20000", {NK_LAYOUT_NCS, 2, 7, 20000}},
 };
 
 // Calls f(ctx) for every ISA path of this CPU x the given thread counts, then for each
-// forced schedule on the native path with the last thread count.
+// forced schedule on the native path with the last thread count. (A thread count above
+// the machine's concurrency runs with the machine's: on 2 cores, 2.)
 template <class F>
 void for_each_config(const std::vector<int32_t>& threads, F f) {
     for (int32_t isa : test::isas()) {

@@ -178,6 +178,8 @@ double tensor_bytes(const Geometry& g, int64_t tensors) {
 // slice of a 480 MiB L3 the roofline kept its L3 speed up to a 64 MiB footprint and lost
 // it by 128 MiB, and streaming the output paid at 103 MB (resnet_c256_56 training,
 // 1.1-1.35x) but not at 51-77 MB (resnet_c512_28: 0.94-1.06x).
+// (Tuned on that machine: a machine with more L3 of its own streams earlier than it
+// needs to; NK_STREAM_STORES=never overrides.)
 constexpr int64_t kL3Cap = int64_t(96) << 20;
 int64_t l3_bytes() { return std::min(cache_bytes(3, int64_t(32) << 20), kL3Cap); }
 // How much of the L3 one thread's tensors can fill and still stay there: 7/8 of it (a
@@ -202,11 +204,18 @@ struct Choice {
     int64_t width = 0; // channels per group (fused_groups), lanes per group (fused_lanes)
 };
 
-// Channels-first groups: as many channels as kGroupBytes holds, at least one, and at
-// least 8 groups when there are channels enough, so that every core has work.
+// Channels-first groups: as many channels as kGroupBytes holds, at least one, and
+// enough that a group's run in one batch row spans kMinRunBytes (channels of a few values
+// share their lines with the next channels: a group of one would fetch each line again
+// for each of them) while the group fits in half an L2; at least 8 groups when there are
+// channels enough, so that every core has work.
+constexpr int64_t kMinRunBytes = 256;
 int64_t group_channels(const Geometry& g, int64_t tensors) {
     const int64_t channel_bytes = std::max<int64_t>(1, tensors * g.N * g.S * int64_t(sizeof(float)));
-    return std::min(std::max<int64_t>(1, kGroupBytes / channel_bytes), std::max<int64_t>(1, g.C / 8));
+    const int64_t run_bytes = g.S * int64_t(sizeof(float));
+    const int64_t for_runs = std::min((kMinRunBytes + run_bytes - 1) / run_bytes, fuse_budget_bytes() / channel_bytes);
+    const int64_t width = std::max({int64_t(1), kGroupBytes / channel_bytes, for_runs});
+    return std::min(width, std::max<int64_t>(1, g.C / 8));
 }
 
 // Channels-first:
@@ -214,8 +223,9 @@ int64_t group_channels(const Geometry& g, int64_t tensors) {
 //   ran tensors filling a third of the L3 or more faster in two passes; on this 2 MiB-L2
 //   one the fused schedule is faster at every size: resnet_c512_28 training 1.2x,
 //   backward 1.25x.)
-// - split_channels when each thread's share of a channel fits in its L2 (img_c3_224, 1.6
-//   MB channels: training 1.1x on one thread and 1.3x on two, backward 1.15x on two, A/B).
+// - split_channels when each thread's share of a channel fits in its L2 and the channel's
+//   runs are kMinRunBytes or longer (img_c3_224, 1.6 MB channels: training 1.1x on one
+//   thread and 1.3x on two, backward 1.15x on two, A/B).
 // - two_passes otherwise.
 // Channels-last and NC: fused_lanes when kMinLanes lanes of every row fit in half an L2,
 // rows are at most a page apart and each thread's share of the inputs fits in its L2;
@@ -243,7 +253,9 @@ Choice choose(const ExecConfig& config, const Geometry& g, int64_t tensors) {
         const double channel_bytes = double(tensors) * double(g.N) * double(g.S) * sizeof(float);
         const int64_t threads = config.threads.concurrency();
         if (channel_bytes <= double(fuse_budget_bytes())) return {Plan::fused_groups, group_channels(g, tensors)};
-        if (g.pieces >= threads && channel_bytes <= double(threads) * l2) return {Plan::split_channels};
+        // A channel alone is runs of S values: the split needs runs of whole lines.
+        const bool long_runs = g.S * int64_t(sizeof(float)) >= kMinRunBytes;
+        if (long_runs && g.pieces >= threads && channel_bytes <= double(threads) * l2) return {Plan::split_channels};
         return {Plan::two_passes};
     }
     const double group_bytes = double(kMinLanes) * double(tensors) * double(g.M) * sizeof(float);
@@ -651,7 +663,7 @@ void fused_groups(const ExecConfig& config, const Geometry& g, int64_t group, co
     });
 }
 
-// Channels-first channels larger than half an L2 (split_channels_fit): one channel at a
+// Channels-first channels larger than half an L2 (see choose): one channel at a
 // time, its pieces cut into a contiguous share per thread. Each thread reduces its
 // share; after the channel's finish(c, c + 1) it puts the same share through the
 // element-wise pass, which reads it from that core's L2 (the static partitioner hands
