@@ -367,6 +367,8 @@ void check_outputs(const Data& d, const Expected& e, const ExpectedBackward& b, 
     const ref::Shape& sh = d.sh;
     const std::vector<char>& sf = opt.skip_forward;
     const std::vector<char>& sb = opt.skip_backward;
+    REQUIRE(sf.size() == size_t(sh.c)); // a flag per channel of this shape
+    REQUIRE(sb.size() == size_t(sh.c));
     const std::vector<double> ones(size_t(sh.c), 1.0);
     std::vector<double> var(size_t(sh.c));
     for (size_t c = 0; c < var.size(); ++c)
@@ -455,13 +457,15 @@ void run_hard_case(const std::string& name, Table& table, MakeData make, CheckOp
         CAPTURE(shape);
         Data d = make(ns.sh, seed++);
         const Expected e = expect_forward(d);
-        if (opt.skip_forward.empty()) opt.skip_forward.assign(size_t(d.sh.c), 0);
-        if (opt.skip_backward.empty()) opt.skip_backward.assign(size_t(d.sh.c), 0);
+        // No channel skipped unless the case says so, sized for this shape's channels.
+        CheckOptions shape_opt = opt;
+        if (shape_opt.skip_forward.empty()) shape_opt.skip_forward.assign(size_t(d.sh.c), 0);
+        if (shape_opt.skip_backward.empty()) shape_opt.skip_backward.assign(size_t(d.sh.c), 0);
         std::unique_ptr<ExpectedBackward> cache;
         Errors& record = table[name + ", " + ns.label];
         for_each_config({1, 2}, [&](nk_context* ctx) {
             const Outputs o = run(ctx, d);
-            check_outputs(d, e, backward_for(cache, d, o), o, opt, &record);
+            check_outputs(d, e, backward_for(cache, d, o), o, shape_opt, &record);
             extra(ctx, d, o);
         });
     }
