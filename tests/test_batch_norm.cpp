@@ -199,28 +199,29 @@ void check_shape(const ref::Shape& sh, const std::vector<int32_t>& isas, const s
     const Expected e = expect(in, saved);
     bool have_first = false;
     Outputs first;
+    auto check = [&](nk_context* ctx) {
+        const Outputs o = run_all_modes(ctx, in, saved);
+        check_against_reference(o, e);
+        if (!have_first) {
+            first = o;
+            have_first = true;
+        }
+        CHECK_MESSAGE(o == first, "results differ bitwise from the first configuration");
+    };
+    CAPTURE(test::shape_name(sh));
     for (int32_t isa : isas) {
         for (int32_t t : threads) {
-            CAPTURE(test::shape_name(sh));
             CAPTURE(test::isa_name(isa));
             CAPTURE(t);
             test::Context ctx(isa, t);
-            const Outputs o = run_all_modes(ctx.get(), in, saved);
-            check_against_reference(o, e);
-            if (!have_first) {
-                first = o;
-                have_first = true;
-            }
-            CHECK_MESSAGE(o == first, "results differ bitwise from the first ISA and thread count");
+            check(ctx.get());
         }
     }
-    for (nk::Schedule schedule : forced ? test::forced_schedules() : std::vector<nk::Schedule>{}) {
-        CAPTURE(test::shape_name(sh));
+    if (!forced) return;
+    for (nk::Schedule schedule : test::forced_schedules()) {
         CAPTURE(test::schedule_name(schedule));
         test::Context ctx(isas.back(), 2, schedule);
-        const Outputs o = run_all_modes(ctx.get(), in, saved);
-        check_against_reference(o, e);
-        CHECK_MESSAGE(o == first, "results differ bitwise from the first ISA and thread count");
+        check(ctx.get());
     }
 }
 

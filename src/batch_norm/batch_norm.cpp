@@ -173,6 +173,10 @@ struct Geometry {
 double tensor_bytes(const Geometry& g, int64_t tensors) {
     return double(g.N) * double(g.C) * double(g.S) * double(tensors) * sizeof(float);
 }
+// Bytes of one channel of each of the `tensors` tensors (channels-first).
+double channel_bytes(const Geometry& g, int64_t tensors) {
+    return double(g.N) * double(g.S) * double(tensors) * sizeof(float);
+}
 // The L3 that one call's tensors can count on: the reported size, at most kL3Cap. A
 // virtual machine reports its host socket's L3, which other tenants share: on a 2-core
 // slice of a 480 MiB L3 the roofline kept its L3 speed up to a 64 MiB footprint and lost
@@ -211,10 +215,10 @@ struct Choice {
 // channels enough, so that every core has work.
 constexpr int64_t kMinRunBytes = 256;
 int64_t group_channels(const Geometry& g, int64_t tensors) {
-    const int64_t channel_bytes = std::max<int64_t>(1, tensors * g.N * g.S * int64_t(sizeof(float)));
+    const int64_t bytes = std::max<int64_t>(1, int64_t(channel_bytes(g, tensors)));
     const int64_t run_bytes = g.S * int64_t(sizeof(float));
-    const int64_t for_runs = std::min((kMinRunBytes + run_bytes - 1) / run_bytes, fuse_budget_bytes() / channel_bytes);
-    const int64_t width = std::max({int64_t(1), kGroupBytes / channel_bytes, for_runs});
+    const int64_t for_runs = std::min((kMinRunBytes + run_bytes - 1) / run_bytes, fuse_budget_bytes() / bytes);
+    const int64_t width = std::max({int64_t(1), kGroupBytes / bytes, for_runs});
     return std::min(width, std::max<int64_t>(1, g.C / 8));
 }
 
@@ -250,12 +254,12 @@ Choice choose(const ExecConfig& config, const Geometry& g, int64_t tensors) {
     }
     const double l2 = double(cache_bytes(2, int64_t(1) << 20));
     if (!g.rows_path) {
-        const double channel_bytes = double(tensors) * double(g.N) * double(g.S) * sizeof(float);
+        const double bytes = channel_bytes(g, tensors);
         const int64_t threads = config.threads.concurrency();
-        if (channel_bytes <= double(fuse_budget_bytes())) return {Plan::fused_groups, group_channels(g, tensors)};
+        if (bytes <= double(fuse_budget_bytes())) return {Plan::fused_groups, group_channels(g, tensors)};
         // A channel alone is runs of S values: the split needs runs of whole lines.
         const bool long_runs = g.S * int64_t(sizeof(float)) >= kMinRunBytes;
-        if (long_runs && g.pieces >= threads && channel_bytes <= double(threads) * l2) return {Plan::split_channels};
+        if (long_runs && g.pieces >= threads && bytes <= double(threads) * l2) return {Plan::split_channels};
         return {Plan::two_passes};
     }
     const double group_bytes = double(kMinLanes) * double(tensors) * double(g.M) * sizeof(float);
