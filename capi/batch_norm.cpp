@@ -2,12 +2,12 @@
 // touched; the planner below trusts what it is given.
 #include "batch_norm/batch_norm.hpp"
 #include "capi/errors.hpp"
+#include "capi/validate.hpp"
 #include "core/context.hpp"
 
 #include <cmath>
 #include <cstddef>
 #include <cstring>
-#include <initializer_list>
 
 namespace {
 
@@ -15,33 +15,15 @@ constexpr uint32_t kKnownFlags = NK_BN_KERAS_MOMENTUM | NK_BN_BIASED_RUNNING_VAR
 // The descriptor as first published; later versions only append fields.
 constexpr uint32_t kDescSizeV1 = sizeof(nk_batch_norm_desc);
 
-struct Buffer {
-    const char* name;
-    const void* data;
-    bool output;
-    bool tensor; // tensor-sized (else channel-sized)
-};
-
-class Checker {
+// The batch-norm checks over the shared ones (capi/validate.hpp).
+class Checker : public nk::ArgCheck {
 public:
-    nk_status status = NK_OK;
     nk::BatchNormProblem problem{};
     int64_t count = 0; // n * c * spatial
 
     // Checks the descriptor; on success fills problem and count.
     bool desc(const nk_batch_norm_desc* d) {
-        if (d == nullptr) return fail(NK_ERROR_NULL_POINTER, "desc is NULL");
-        if (d->struct_size < kDescSizeV1)
-            return fail(NK_ERROR_INVALID_ARGUMENT,
-                        "desc->struct_size is %u, expected at least %u: call nk_batch_norm_desc_init()",
-                        d->struct_size, kDescSizeV1);
-        const unsigned char* bytes = reinterpret_cast<const unsigned char*>(d);
-        for (uint32_t i = kDescSizeV1; i < d->struct_size; ++i)
-            if (bytes[i] != 0)
-                return fail(NK_ERROR_UNSUPPORTED,
-                            "desc->struct_size is %u and byte %u is set: fields newer than this "
-                            "library (%u bytes) are not supported",
-                            d->struct_size, i, kDescSizeV1);
+        if (!header(d, d ? d->struct_size : 0, kDescSizeV1, "nk_batch_norm_desc_init")) return false;
         if (d->layout != NK_LAYOUT_NCS && d->layout != NK_LAYOUT_NSC)
             return fail(NK_ERROR_INVALID_ARGUMENT,
                         "desc->layout is %d: expected NK_LAYOUT_NCS (0) or NK_LAYOUT_NSC (1)", d->layout);
@@ -53,9 +35,7 @@ public:
         if (d->n < 0 || d->c < 0 || d->spatial < 0)
             return fail(NK_ERROR_INVALID_SHAPE, "desc has n=%lld c=%lld spatial=%lld: sizes must be >= 0",
                         (long long)d->n, (long long)d->c, (long long)d->spatial);
-        int64_t nc = 0;
-        if (__builtin_mul_overflow(d->n, d->c, &nc) || __builtin_mul_overflow(nc, d->spatial, &count) ||
-            count > int64_t(PTRDIFF_MAX / sizeof(float)))
+        if (!product(d->n, d->c, d->spatial, sizeof(float), &count))
             return fail(NK_ERROR_INVALID_SHAPE,
                         "desc has n=%lld c=%lld spatial=%lld: the tensor exceeds addressable memory",
                         (long long)d->n, (long long)d->c, (long long)d->spatial);
@@ -64,81 +44,22 @@ public:
             return fail(NK_ERROR_INVALID_SHAPE,
                         "desc->c is %lld: per-channel arrays of c floats exceed addressable memory",
                         (long long)d->c);
-        if (!(d->epsilon > 0.0f) || !std::isfinite(d->epsilon))
-            return fail(NK_ERROR_INVALID_ARGUMENT, "desc->epsilon is %g: must be > 0 and finite",
-                        double(d->epsilon));
+        if (!epsilon(d->epsilon)) return false;
         if (!(d->momentum >= 0.0f && d->momentum <= 1.0f))
             return fail(NK_ERROR_INVALID_ARGUMENT, "desc->momentum is %g: must be in [0, 1]",
                         double(d->momentum));
-        if (d->flags & ~kKnownFlags)
-            return fail(NK_ERROR_INVALID_ARGUMENT, "desc->flags is 0x%x: unknown bits 0x%x", d->flags,
-                        d->flags & ~kKnownFlags);
+        if (!flags(d->flags, kKnownFlags)) return false;
         problem = {d->layout, d->n, d->c, d->spatial, d->epsilon, d->momentum, d->flags};
         return true;
     }
 
-    // A required pointer: NULL is an error unless the buffer it names is empty.
-    bool required(const char* name, const void* p, bool tensor) {
-        if (p == nullptr && bytes(tensor) > 0)
-            return fail(NK_ERROR_NULL_POINTER, "%s is NULL", name);
-        return true;
-    }
-
-    // No output may overlap another buffer, except the in-place pair, buffers number
-    // in_place_a and in_place_b of the list, when they are identical. Buffers must not
-    // wrap the address space.
-    bool no_overlap(std::initializer_list<Buffer> buffers, size_t in_place_a, size_t in_place_b) {
-        for (const Buffer& x : buffers) {
-            if (x.data == nullptr) continue;
-            uintptr_t end;
-            if (__builtin_add_overflow(uintptr_t(x.data), bytes(x.tensor), &end))
-                return fail(NK_ERROR_INVALID_SHAPE, "%s holds %zu bytes and wraps the address space",
-                            x.name, bytes(x.tensor));
-        }
-        for (const Buffer* x = buffers.begin(); x != buffers.end(); ++x) {
-            for (const Buffer* y = x + 1; y != buffers.end(); ++y) {
-                if (!x->output && !y->output) continue;
-                if (!overlap(*x, *y)) continue;
-                const size_t ix = size_t(x - buffers.begin()), iy = size_t(y - buffers.begin());
-                const bool pair = (ix == in_place_a && iy == in_place_b) || (ix == in_place_b && iy == in_place_a);
-                if (pair && x->data == y->data) continue;
-                return fail(NK_ERROR_INVALID_ARGUMENT,
-                            "%s and %s overlap: buffers must be disjoint%s", x->name, y->name,
-                            pair ? " (in place needs the identical pointer)" : "");
-            }
-        }
-        return true;
-    }
-
-    size_t bytes(bool tensor) const {
-        return size_t(tensor ? count : problem.c) * sizeof(float);
-    }
-
-    bool fail(nk_status s, const char* format, ...) __attribute__((format(printf, 3, 4)));
-
-private:
-    bool overlap(const Buffer& x, const Buffer& y) const {
-        const size_t bx = bytes(x.tensor), by = bytes(y.tensor);
-        if (x.data == nullptr || y.data == nullptr || bx == 0 || by == 0) return false;
-        const uintptr_t ax = uintptr_t(x.data), ay = uintptr_t(y.data);
-        return ax < ay + by && ay < ax + bx;
-    }
+    size_t tensor_bytes() const { return size_t(count) * sizeof(float); }
+    size_t channel_bytes() const { return size_t(problem.c) * sizeof(float); }
+    nk::Buffer tensor(const char* name, const void* p, bool output) const { return {name, p, tensor_bytes(), output}; }
+    nk::Buffer channels(const char* name, const void* p, bool output) const { return {name, p, channel_bytes(), output}; }
 };
 
 } // namespace
-
-#include <cstdarg>
-#include <cstdio>
-
-bool Checker::fail(nk_status s, const char* format, ...) {
-    char message[400];
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-    status = nk::fail(s, "%s", message);
-    return false;
-}
 
 extern "C" {
 
@@ -168,20 +89,20 @@ nk_status nk_batch_norm_forward_training(nk_context* ctx, const nk_batch_norm_de
                                          float* running_var, float* save_mean, float* save_invstd) {
     nk::clear_error();
     Checker check;
-    if (!check.desc(desc) || !check.required("src", src, true) || !check.required("dst", dst, true))
+    if (!check.desc(desc) || !check.required("src", src, check.tensor_bytes()) || !check.required("dst", dst, check.tensor_bytes()))
         return check.status;
     if ((running_mean == nullptr) != (running_var == nullptr))
         return nk::fail(NK_ERROR_NULL_POINTER, "%s is NULL but %s is not: pass both running statistics or neither",
                         running_mean ? "running_var" : "running_mean", running_mean ? "running_mean" : "running_var");
-    if (!check.no_overlap({{"src", src, false, true},
-                           {"dst", dst, true, true},
-                           {"scale", scale, false, false},
-                           {"shift", shift, false, false},
-                           {"running_mean", running_mean, true, false},
-                           {"running_var", running_var, true, false},
-                           {"save_mean", save_mean, true, false},
-                           {"save_invstd", save_invstd, true, false}},
-                          0, 1))
+    if (!check.no_overlap({check.tensor("src", src, false),
+                           check.tensor("dst", dst, true),
+                           check.channels("scale", scale, false),
+                           check.channels("shift", shift, false),
+                           check.channels("running_mean", running_mean, true),
+                           check.channels("running_var", running_var, true),
+                           check.channels("save_mean", save_mean, true),
+                           check.channels("save_invstd", save_invstd, true)},
+                          {{0, 1}}))
         return check.status;
     const nk::BatchNormProblem& p = check.problem;
     if (check.count == 0) return NK_OK;
@@ -203,16 +124,16 @@ nk_status nk_batch_norm_forward_inference(nk_context* ctx, const nk_batch_norm_d
                                           const float* variance) {
     nk::clear_error();
     Checker check;
-    if (!check.desc(desc) || !check.required("src", src, true) || !check.required("dst", dst, true) ||
-        !check.required("mean", mean, false) || !check.required("variance", variance, false))
+    if (!check.desc(desc) || !check.required("src", src, check.tensor_bytes()) || !check.required("dst", dst, check.tensor_bytes()) ||
+        !check.required("mean", mean, check.channel_bytes()) || !check.required("variance", variance, check.channel_bytes()))
         return check.status;
-    if (!check.no_overlap({{"src", src, false, true},
-                           {"dst", dst, true, true},
-                           {"scale", scale, false, false},
-                           {"shift", shift, false, false},
-                           {"mean", mean, false, false},
-                           {"variance", variance, false, false}},
-                          0, 1))
+    if (!check.no_overlap({check.tensor("src", src, false),
+                           check.tensor("dst", dst, true),
+                           check.channels("scale", scale, false),
+                           check.channels("shift", shift, false),
+                           check.channels("mean", mean, false),
+                           check.channels("variance", variance, false)},
+                          {{0, 1}}))
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {
@@ -229,19 +150,19 @@ nk_status nk_batch_norm_backward(nk_context* ctx, const nk_batch_norm_desc* desc
                                  float* diff_shift) {
     nk::clear_error();
     Checker check;
-    if (!check.desc(desc) || !check.required("src", src, true) ||
-        !check.required("diff_dst", diff_dst, true) || !check.required("save_mean", save_mean, false) ||
-        !check.required("save_invstd", save_invstd, false))
+    if (!check.desc(desc) || !check.required("src", src, check.tensor_bytes()) ||
+        !check.required("diff_dst", diff_dst, check.tensor_bytes()) || !check.required("save_mean", save_mean, check.channel_bytes()) ||
+        !check.required("save_invstd", save_invstd, check.channel_bytes()))
         return check.status;
-    if (!check.no_overlap({{"src", src, false, true},
-                           {"diff_dst", diff_dst, false, true},
-                           {"scale", scale, false, false},
-                           {"save_mean", save_mean, false, false},
-                           {"save_invstd", save_invstd, false, false},
-                           {"diff_src", diff_src, true, true},
-                           {"diff_scale", diff_scale, true, false},
-                           {"diff_shift", diff_shift, true, false}},
-                          1, 5))
+    if (!check.no_overlap({check.tensor("src", src, false),
+                           check.tensor("diff_dst", diff_dst, false),
+                           check.channels("scale", scale, false),
+                           check.channels("save_mean", save_mean, false),
+                           check.channels("save_invstd", save_invstd, false),
+                           check.tensor("diff_src", diff_src, true),
+                           check.channels("diff_scale", diff_scale, true),
+                           check.channels("diff_shift", diff_shift, true)},
+                          {{1, 5}}))
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {

@@ -145,6 +145,64 @@ NK_API nk_status nk_batch_norm_backward(
     const float* save_mean, const float* save_invstd,
     void* diff_src, float* diff_scale, float* diff_shift);
 
+/* ---- Layer normalization and RMS normalization --------------------------- */
+
+/* A tensor of `rows` rows of `features` contiguous values (row r at r * features): the
+ * normalized dims flattened into features, the leading dims into rows. Every result of
+ * a row (dst, sum, saved statistics, diff_src) depends on that row and the parameters
+ * only: never on the other rows, on `rows`, the thread count or the ISA path. */
+typedef struct nk_layer_norm_desc {
+    uint32_t struct_size; /* sizeof(nk_layer_norm_desc); fields are only ever appended */
+    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int64_t  rows;        /* M: product of the leading dims (tokens, batch x sequence) */
+    int64_t  features;    /* K: product of the normalized dims */
+    float    epsilon;     /* > 0 and finite; default 1e-5 */
+    uint32_t flags;       /* none defined yet: must be 0 */
+} nk_layer_norm_desc;
+
+/* Fills every field with its default for a float32 tensor of the given shape. */
+NK_API nk_status nk_layer_norm_desc_init(nk_layer_norm_desc* desc, int64_t rows, int64_t features);
+
+/* x = src, or src + residual when residual is not NULL (then written to sum, if not NULL);
+ *   dst = (x - mean) * invstd * scale + shift,  per row: mean and biased variance of x,
+ *   invstd = 1 / sqrt(var + epsilon).
+ * scale / shift: `features` values each, NULL for 1 / 0. save_mean / save_invstd: `rows`
+ * values each, NULL when not wanted. With features == 1 every dst is shift.
+ * In place: dst may equal src or residual, sum may equal src or residual; any other
+ * overlap is an error. Backward after a residual forward takes `sum` as its src. */
+NK_API nk_status nk_layer_norm_forward(
+    nk_context* ctx, const nk_layer_norm_desc* desc,
+    const void* src, const void* residual, void* sum, void* dst,
+    const float* scale, const float* shift,
+    float* save_mean, float* save_invstd);
+
+/* With xhat = (src - save_mean) * save_invstd, g = diff_dst * scale, per row:
+ *   diff_src   = save_invstd * (g - mean(g) - xhat * mean(g * xhat))
+ *   diff_scale = sum over rows of diff_dst * xhat,  diff_shift = sum over rows of diff_dst.
+ * scale may be NULL (1). Each of diff_src, diff_scale, diff_shift may be NULL (not
+ * computed). diff_src may equal diff_dst; any other overlap is an error. */
+NK_API nk_status nk_layer_norm_backward(
+    nk_context* ctx, const nk_layer_norm_desc* desc,
+    const void* src, const void* diff_dst, const float* scale,
+    const float* save_mean, const float* save_invstd,
+    void* diff_src, float* diff_scale, float* diff_shift);
+
+/* RMS norm: dst = x * invrms * scale, invrms = 1 / sqrt(mean(x^2) + epsilon), per row,
+ * with x, residual and sum as in nk_layer_norm_forward. save_invrms: `rows` values or NULL. */
+NK_API nk_status nk_rms_norm_forward(
+    nk_context* ctx, const nk_layer_norm_desc* desc,
+    const void* src, const void* residual, void* sum, void* dst,
+    const float* scale, float* save_invrms);
+
+/* With g = diff_dst * scale, per row:
+ *   diff_src   = invrms * (g - x * invrms^2 * mean(g * x)),
+ *   diff_scale = sum over rows of diff_dst * x * invrms.
+ * diff_src and diff_scale may be NULL; diff_src may equal diff_dst. */
+NK_API nk_status nk_rms_norm_backward(
+    nk_context* ctx, const nk_layer_norm_desc* desc,
+    const void* src, const void* diff_dst, const float* scale, const float* save_invrms,
+    void* diff_src, float* diff_scale);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -114,31 +114,15 @@ struct BatchNormChannelKernels {
             Wide mean, var;
             double count = 0;
             for (int j = 0; j < kH; ++j) {
-                // Each partial's moments from its shifted sums: with the pivot inside the
-                // data, the cancellation in s2 - s1^2/n is mild. Merged in partial order
-                // (Chan et al., the batched form of Welford's update).
+                // Each partial's moments, merged in partial order (core/moments.hpp).
                 f64 mean_a = zero, m2_a = zero;
                 double count_a = 0;
                 for (int64_t p = 0; p < P.partials; ++p) {
-                    const double count_b = P.count[p];
-                    if (count_b == 0) continue;
                     const int64_t row = p * P.stride;
-                    const f64 s1 = loadd(P.s1 + row, c, j, n), s2 = loadd(P.s2 + row, c, j, n);
-                    const f64 d = s1 / Ops::splatd(count_b);
-                    const f64 mean_b = loadd(P.center + row, c, j, n) + d;
-                    f64 m2_b = s2 - s1 * d;
-                    m2_b = Ops::selectd(m2_b < zero, zero, m2_b);
-                    if (count_a == 0) {
-                        mean_a = mean_b;
-                        m2_a = m2_b;
-                        count_a = count_b;
-                        continue;
-                    }
-                    const double count_r = count_a + count_b, wb = count_b / count_r;
-                    const f64 delta = mean_b - mean_a;
-                    mean_a = mean_a + delta * Ops::splatd(wb);
-                    m2_a = m2_a + m2_b + delta * delta * Ops::splatd(count_a) * Ops::splatd(wb);
-                    count_a = count_r;
+                    f64 mean_b, m2_b;
+                    moments_from_sums(P.count[p], loadd(P.s1 + row, c, j, n), loadd(P.s2 + row, c, j, n),
+                                      loadd(P.center + row, c, j, n), mean_b, m2_b);
+                    chan_merge(count_a, mean_a, m2_a, P.count[p], mean_b, m2_b);
                 }
                 const f64 v = m2_a / Ops::splatd(count_a);
                 // A non-finite mean or variance makes both NaN.

@@ -1,15 +1,16 @@
 // Batch-norm kernels, templated on an Ops type (src/core/simd.hpp). Each ISA
 // translation unit (batch_norm_<isa>.cpp) instantiates them once with its own flags.
 //
-// Reductions: 16 double lanes per seg call, one lane per position for rows calls. A
-// lane sees its values in memory order, and lanes past the data add exactly 0, so the
-// vector width only decides how many lanes move at once: every ISA produces the same
-// sums. Element-wise passes are IEEE float operations in a fixed order, also
-// identical across ISAs.
+// The seg reductions (16 double lanes per run) come from core/run_kernels.hpp; the rows
+// reductions here take one lane per position. A lane sees its values in memory order,
+// and lanes past the data add exactly 0, so the vector width only decides how many lanes
+// move at once: every ISA produces the same sums. Element-wise passes are IEEE float
+// operations in a fixed order, also identical across ISAs.
 #pragma once
 
 #include "batch_norm/batch_norm_channel_kernels.hpp"
 #include "batch_norm/batch_norm_kernel_table.hpp"
+#include "core/run_kernels.hpp"
 #include "core/simd.hpp"
 
 #include <algorithm>
@@ -18,238 +19,34 @@
 namespace nk {
 
 template <class Ops>
-struct BatchNormKernels {
-    using f32 = typename Ops::f32;
-    using f64 = typename Ops::f64;
-    static constexpr int64_t kF32 = int64_t(Ops::kF32);
-    static constexpr int64_t kF64 = int64_t(Ops::kF64);
-    static constexpr int64_t kLanes = 16;          // canonical seg lanes
-    static constexpr int kD = int(kLanes / kF64);  // double registers per 16 lanes
+struct BatchNormKernels : RunKernels<Ops> {
+    using Base = RunKernels<Ops>;
+    using typename Base::f32;
+    using typename Base::f64;
+    using typename Base::Full;
+    using typename Base::Part;
+    using Base::kF32;
+    using Base::kF64;
+    using Base::kFlushSteps;
+    using Base::load;
+    using Base::store;
+    using Base::widen_into;
+    using Base::load_register;
+    using Base::for_registers;
+    using Base::prefetch_ahead;
+    using Base::stats_seg;
+    using Base::stats_runs;
+    using Base::grad_seg;
+    using Base::grad_runs;
+    using Base::stats_seg_double;
+    using Base::grad_seg_double;
+    using Base::kRowsAhead;
+    using Base::prefetch_strip;
+    using Base::load_widen;
     static constexpr int kTileF32 = 4;             // float registers per rows-reduction tile
     static constexpr int64_t kTile = kTileF32 * kF32;
     static constexpr int kTileD = int(kTile / kF64);
     static_assert(kRowsLanePadding % kTile == 0, "lane arrays are padded to whole tiles");
-
-    using Full = std::true_type;
-    using Part = std::false_type;
-
-    // kF32 floats at p, or the first n of them and zeros after.
-    template <class IsFull>
-    static f32 load(IsFull, const float* p, int64_t n) {
-        if constexpr (IsFull::value)
-            return Ops::load(p);
-        else
-            return Ops::load_n(p, n, Ops::splat(0.0f));
-    }
-    template <class IsFull>
-    static void store(IsFull, float* p, f32 v, int64_t n) {
-        if constexpr (IsFull::value)
-            Ops::store(p, v);
-        else
-            Ops::store_n(p, v, n);
-    }
-
-    // Float register j widened into doubles v[j] (scalar) or v[2j], v[2j + 1] (lane order kept).
-    static void widen_into(f32 x, f64* v, int j) {
-        if constexpr (kF32 == kF64)
-            v[j] = f64(x);
-        else
-            Ops::widen(x, v[2 * j], v[2 * j + 1]);
-    }
-
-    // `count` float registers from p as doubles: valid lanes [0, n), the others taken
-    // from fill(j), the j-th register's fill values.
-    template <int count, class Fill>
-    static void load_widen(const float* p, int64_t n, Fill&& fill, f64* v) {
-        for (int j = 0; j < count; ++j) widen_into(load_register(Part{}, p, j, n, fill(j)), v, j);
-    }
-
-    // Calls body(Full, i, kF32) for each whole register of a run of len floats and
-    // body(Part, i, n) for the tail; with head > 0, body(Part, 0, head) first and the
-    // registers from there (element-wise results do not depend on where registers start).
-    template <class Body>
-    [[gnu::always_inline]] static void for_registers(int64_t len, Body&& body, int64_t head = 0) {
-        int64_t i = 0;
-        if (head > 0 && head < len) {
-            body(Part{}, 0, head);
-            i = head;
-        }
-        for (; i + kF32 <= len; i += kF32) body(Full{}, i, kF32);
-        if (i < len) body(Part{}, i, len - i);
-    }
-
-    // Reductions read their runs from memory at a rate the hardware prefetcher does not
-    // keep up with: it restarts at every run and stays close. Each 64-byte step asks for
-    // the line kPrefetchFloats on, past the run's end too (the next run usually follows).
-    static constexpr int64_t kPrefetchFloats = 2048;
-    static void prefetch_ahead(const float* p) { __builtin_prefetch(p + kPrefetchFloats); }
-
-    // Rows reductions walk a strip of lanes down the rows: ask for the strip kRowsAhead rows on.
-    static constexpr int64_t kRowsAhead = 12;
-    static void prefetch_strip(const float* p, int64_t lanes) {
-        for (int64_t b = 0; b < lanes; b += 16) __builtin_prefetch(p + b);
-    }
-
-    // Short runs far apart (channels-first, small S) defeat the hardware prefetcher:
-    // the reductions ask for the run kAhead rows on. Long runs stream well on their own.
-    // (The element-wise passes over short runs are faster without it: resnet_c2048_7
-    // channels-first inference 1.09-1.16x, training and backward 1.02-1.03x, A/B.)
-    static constexpr int64_t kAhead = 4;
-    static void prefetch_run(const float* p, int64_t r, int64_t rows, int64_t len, int64_t stride) {
-        if (len > 1024 || r + kAhead >= rows) return;
-        const char* q = reinterpret_cast<const char*>(p + (r + kAhead) * stride);
-        for (int64_t b = 0; b < len * int64_t(sizeof(float)); b += 64) __builtin_prefetch(q + b);
-    }
-
-    // ---- reductions ----
-    //
-    // Each reduction comes in two precisions:
-    //  - float terms (stats_seg, grad_seg, stats_rows, grad_rows): the terms (x - pivot and
-    //    its square; dy and dy * (x - mean)) are formed and added in float for at most
-    //    kFlushSteps steps, then the float partial is widened and added to the lane's double
-    //    sum. Half the arithmetic of double terms. Accurate while the terms stay in float's
-    //    normal range and the pivot is near the mean; the planner checks both on the result
-    //    (moments.hpp) and otherwise redoes the block with
-    //  - double terms (*_double): x and dy widened first, every term in double.
-    // A step is 16 values of a run (seg) or one row (rows), flushes come every kFlushSteps
-    // steps and at the end of every run and call: like the lanes, they do not depend on the
-    // vector width.
-    static constexpr int64_t kFlushSteps = 8;
-    static constexpr int kR = int(kLanes / kF32); // float registers per 16 lanes
-
-    // Register j of the lanes at p: lanes [j kF32, (j + 1) kF32); a partial step or tile
-    // has valid lanes [0, n) and `fill` in the others.
-    template <class IsFull>
-    static f32 load_register(IsFull, const float* p, int j, int64_t n, f32 fill) {
-        if constexpr (IsFull::value) return Ops::load(p + j * kF32);
-        const int64_t valid = n - j * kF32;
-        return valid >= kF32 ? Ops::load(p + j * kF32) : valid > 0 ? Ops::load_n(p + j * kF32, valid, fill) : fill;
-    }
-    // The kR registers of 16 lanes.
-    template <class IsFull>
-    static void load16(IsFull full, const float* p, int64_t n, f32 fill, f32* v) {
-        for (int j = 0; j < kR; ++j) v[j] = load_register(full, p, j, n, fill);
-    }
-
-    // s[16 lanes] += widened (even + odd).
-    static void flush16(const f32* even, const f32* odd, f64* s) {
-        f64 w[kD];
-        for (int j = 0; j < kR; ++j) widen_into(even[j] + odd[j], w, j);
-        for (int m = 0; m < kD; ++m) s[m] = s[m] + w[m];
-    }
-
-    // 16-lane float-term sums over `rows` runs of `len` values. begin_run(r) is called
-    // before run r; terms(full, i, t1, t2) forms the two terms of the 16 values at position
-    // i of the run (0 past its end). Even and odd steps add into separate float partials
-    // (two dependency chains). Inlined: the terms must not go through memory.
-    template <class BeginRun, class Terms>
-    [[gnu::always_inline]] static void seg_sums(int64_t rows, int64_t len, double* acc1, double* acc2,
-                                                BeginRun&& begin_run, Terms&& terms) {
-        f64 s1[kD], s2[kD];
-        for (int m = 0; m < kD; ++m) {
-            s1[m] = Ops::loadd(acc1 + m * kF64);
-            s2[m] = Ops::loadd(acc2 + m * kF64);
-        }
-        auto add = [&](auto full, int64_t i, f32* a1, f32* a2) {
-            f32 t1[kR], t2[kR];
-            terms(full, i, t1, t2);
-            for (int j = 0; j < kR; ++j) {
-                a1[j] = a1[j] + t1[j];
-                a2[j] = a2[j] + t2[j];
-            }
-        };
-        auto add_tail = [&](int64_t i, f32* a1, f32* a2) {
-            if (i + kLanes <= len)
-                add(Full{}, i, a1, a2);
-            else
-                add(Part{}, i, a1, a2);
-        };
-        constexpr int64_t kBlock = kFlushSteps * kLanes;
-        for (int64_t r = 0; r < rows; ++r) {
-            begin_run(r);
-            for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
-                f32 e1[kR], e2[kR], o1[kR], o2[kR];
-                for (int j = 0; j < kR; ++j) e1[j] = e2[j] = o1[j] = o2[j] = Ops::splat(0.0f);
-                const int64_t end = std::min(len, i0 + kBlock);
-                int64_t i = i0;
-                for (; i + 2 * kLanes <= end; i += 2 * kLanes) {
-                    add(Full{}, i, e1, e2);
-                    add(Full{}, i + kLanes, o1, o2);
-                }
-                if (i < end) add_tail(i, e1, e2);
-                if (i + kLanes < end) add_tail(i + kLanes, o1, o2);
-                flush16(e1, o1, s1);
-                flush16(e2, o2, s2);
-            }
-        }
-        for (int m = 0; m < kD; ++m) {
-            Ops::stored(acc1 + m * kF64, s1[m]);
-            Ops::stored(acc2 + m * kF64, s2[m]);
-        }
-    }
-
-    // Per run r: 16 lanes, lane = position mod 16. acc1 += x - pivot, acc2 += (x - pivot)^2.
-    [[gnu::always_inline]] static void stats_seg_body(const float* x, int64_t rows, int64_t len, int64_t stride,
-                                                      float pivot, double* acc1, double* acc2) {
-        const f32 p = Ops::splat(pivot); // lanes past the data: x - pivot = 0
-        const float* xr = x;
-        seg_sums(
-            rows, len, acc1, acc2,
-            [&](int64_t r) {
-                xr = x + r * stride;
-                prefetch_run(x, r, rows, len, stride);
-            },
-            [&](auto full, int64_t i, f32* t1, f32* t2) {
-                prefetch_ahead(xr + i);
-                f32 v[kR];
-                load16(full, xr + i, len - i, p, v);
-                for (int j = 0; j < kR; ++j) {
-                    t1[j] = v[j] - p;
-                    t2[j] = t1[j] * t1[j];
-                }
-            });
-    }
-    static void stats_seg(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
-                          double* acc1, double* acc2) {
-        stats_seg_body(x, rows, len, stride, pivot, acc1, acc2);
-    }
-    static void stats_runs(const float* x, int64_t runs, int64_t len, const float* pivot, double* acc1,
-                           double* acc2) {
-        for (int64_t q = 0; q < runs; ++q)
-            stats_seg_body(x + q * len, 1, len, len, pivot[q], acc1 + q * kLanes, acc2 + q * kLanes);
-    }
-
-    // acc1 += dy, acc2 += dy * (x - mean), 16 lanes per run as in stats_seg.
-    [[gnu::always_inline]] static void grad_seg_body(const float* x, const float* dy, int64_t rows, int64_t len,
-                                                     int64_t stride, float mean, double* acc1, double* acc2) {
-        const f32 mu = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
-        const float *xr = x, *gr = dy;
-        seg_sums(
-            rows, len, acc1, acc2,
-            [&](int64_t r) {
-                xr = x + r * stride;
-                gr = dy + r * stride;
-                prefetch_run(x, r, rows, len, stride);
-                prefetch_run(dy, r, rows, len, stride);
-            },
-            [&](auto full, int64_t i, f32* t1, f32* t2) {
-                prefetch_ahead(xr + i);
-                prefetch_ahead(gr + i);
-                f32 v[kR];
-                load16(full, xr + i, len - i, mu, v);
-                load16(full, gr + i, len - i, zero, t1);
-                for (int j = 0; j < kR; ++j) t2[j] = t1[j] * (v[j] - mu);
-            });
-    }
-    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                         float mean, double* acc1, double* acc2) {
-        grad_seg_body(x, dy, rows, len, stride, mean, acc1, acc2);
-    }
-    static void grad_runs(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
-                          double* acc1, double* acc2) {
-        for (int64_t q = 0; q < runs; ++q)
-            grad_seg_body(x + q * len, dy + q * len, 1, len, len, mean[q], acc1 + q * kLanes, acc2 + q * kLanes);
-    }
 
     // s[kTile lanes] += widened a.
     static void flush_tile(const f32* a, f64* s) {
@@ -408,67 +205,6 @@ struct BatchNormKernels {
                                                      f64* s1, f64* s2) {
             grad_rows_block(full, x + j0, dy + j0, r0, r1, rows, stride, n, mean + j0, s1, s2);
         });
-    }
-
-    // ---- the same reductions with double terms ----
-
-    // Per run r: 16 lanes, lane = position mod 16. acc1 += x - pivot, acc2 += (x - pivot)^2.
-    static void stats_seg_double(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot,
-                                 double* acc1, double* acc2) {
-        f64 s1[kD], s2[kD];
-        for (int m = 0; m < kD; ++m) {
-            s1[m] = Ops::loadd(acc1 + m * kF64);
-            s2[m] = Ops::loadd(acc2 + m * kF64);
-        }
-        const f64 p = Ops::splatd(pivot);
-        const f32 fill = Ops::splat(pivot); // lanes past the data: x - pivot = 0
-        auto fill_of = [&](int) { return fill; };
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            for (int64_t i = 0; i < len; i += kLanes) {
-                f64 v[kD];
-                load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_of, v);
-                for (int m = 0; m < kD; ++m) {
-                    const f64 d = v[m] - p;
-                    s1[m] = s1[m] + d;
-                    s2[m] = s2[m] + d * d;
-                }
-            }
-        }
-        for (int m = 0; m < kD; ++m) {
-            Ops::stored(acc1 + m * kF64, s1[m]);
-            Ops::stored(acc2 + m * kF64, s2[m]);
-        }
-    }
-
-    static void grad_seg_double(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                                float mean, double* acc1, double* acc2) {
-        f64 s1[kD], s2[kD];
-        for (int m = 0; m < kD; ++m) {
-            s1[m] = Ops::loadd(acc1 + m * kF64);
-            s2[m] = Ops::loadd(acc2 + m * kF64);
-        }
-        const f64 mu = Ops::splatd(mean);
-        const f32 fill = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
-        auto fill_x = [&](int) { return fill; };
-        auto fill_dy = [&](int) { return zero; };
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
-            for (int64_t i = 0; i < len; i += kLanes) {
-                f64 v[kD], g[kD];
-                load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_x, v);
-                load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
-                for (int m = 0; m < kD; ++m) {
-                    s1[m] = s1[m] + g[m];
-                    s2[m] = s2[m] + g[m] * (v[m] - mu);
-                }
-            }
-        }
-        for (int m = 0; m < kD; ++m) {
-            Ops::stored(acc1 + m * kF64, s1[m]);
-            Ops::stored(acc2 + m * kF64, s2[m]);
-        }
     }
 
     // Rows [r0, r1) of a tile with every term in double, added straight to s.

@@ -1,6 +1,8 @@
-// The checks on a block's float-term sums, and the fixed fold of 16 lanes. Compiled
-// only into baseline code (the planner), never into an ISA translation unit. The
-// blocks' moments are merged by the epilogue kernels (batch_norm_channel_kernels.hpp).
+// The moments of every op: the checks on a piece's float-term sums, the fixed fold of 16
+// lanes, and Chan's merge of pieces. Each template is written once for V = double (the
+// planners, one statistic) and for V = a register of doubles (the per-channel kernels, a
+// register of statistics at once): the same IEEE operations in the same order, so every
+// path gives the same bits. ISA code must instantiate them with register types only.
 #pragma once
 
 #include <cmath>
@@ -29,6 +31,13 @@ auto finite_mask(V x) {
     return x - x == V(0.0); // false for an infinity and for NaN
 }
 
+// max(v, 0) with v's NaN kept (not std::max, which has no register form).
+inline double select_below_zero(double v) { return v < 0 ? 0.0 : v; }
+template <class V>
+V select_below_zero(V v) {
+    return select(v < V(0.0), V(0.0), v);
+}
+
 template <class V>
 auto stats_sums_trusted_mask(V count, V s1, V s2) {
     const V m2 = s2 - s1 * (s1 / count);
@@ -47,6 +56,36 @@ inline bool stats_sums_trusted(double count, double s1, double s2) {
 }
 
 inline bool grad_sums_trusted(double count, double s1, double s2) { return grad_sums_trusted_mask(count, s1, s2); }
+
+// One piece's moments from its shifted sums s1 = sum(x - center), s2 = sum((x - center)^2)
+// over `count` values: with the center inside the data the cancellation in
+// s2 - s1^2/count is mild. A rounding below zero is clamped.
+template <class V>
+void moments_from_sums(double count, V s1, V s2, V center, V& mean, V& m2) {
+    const V d = s1 / V(count);
+    mean = center + d;
+    m2 = s2 - s1 * d;
+    m2 = select_below_zero(m2);
+}
+
+// Chan et al.'s merge (the batched form of Welford's update): (count_a, mean_a, m2_a)
+// takes in piece b. Pieces are merged in a fixed order; an empty piece changes nothing,
+// and the first non-empty one is taken as it is.
+template <class V>
+void chan_merge(double& count_a, V& mean_a, V& m2_a, double count_b, V mean_b, V m2_b) {
+    if (count_b == 0) return;
+    if (count_a == 0) {
+        count_a = count_b;
+        mean_a = mean_b;
+        m2_a = m2_b;
+        return;
+    }
+    const double count_r = count_a + count_b, wb = count_b / count_r;
+    const V delta = mean_b - mean_a;
+    mean_a = mean_a + delta * V(wb);
+    m2_a = m2_a + m2_b + delta * delta * V(count_a) * V(wb);
+    count_a = count_r;
+}
 
 // Sum of 16 lanes in a fixed pairwise order.
 // (Written out level by level: a loop over the levels was not unrolled, and kept the
