@@ -33,13 +33,9 @@ constexpr int64_t kTile = 1024;        // rows path: lanes per item
 constexpr int64_t kMinLanes = 64;      // rows path: short rows are packed to >= this many lanes
 
 const BatchNormKernelTable& kernels_for(Isa isa) {
-    switch (isa) {
-    case Isa::avx512: return batch_norm_kernels_avx512();
-    case Isa::avx2: return batch_norm_kernels_avx2();
-    case Isa::sse4_2: return batch_norm_kernels_sse4_2();
-    case Isa::scalar: break;
-    }
-    return batch_norm_kernels_scalar();
+    static const BatchNormKernelTable& (*const getters[kIsaCount])() = {
+        batch_norm_kernels_scalar, batch_norm_kernels_sse4_2, batch_norm_kernels_avx2, batch_norm_kernels_avx512};
+    return nk::kernels_for(isa, getters);
 }
 
 // Bytes of one channel that a core can keep in cache between the statistics pass

@@ -19,4 +19,11 @@ bool parse_isa(const char* name, Isa* isa);
 
 const char* isa_name(Isa isa);
 
+// An op's kernel table for `isa`: each op has one table getter per ISA (scalar, sse4.2,
+// avx2, avx512), defined in its per-ISA translation units.
+template <class Table>
+const Table& kernels_for(Isa isa, const Table& (*const (&getters)[kIsaCount])()) {
+    return getters[static_cast<int32_t>(isa)]();
+}
+
 } // namespace nk

@@ -248,10 +248,16 @@ struct RunKernels {
                          float mean, double* acc1, double* acc2) {
         grad_seg_body(x, dy, nullptr, rows, len, stride, mean, acc1, acc2);
     }
-    // grad_seg of one run with weights: the row reductions of layer and RMS norm backward.
+    // grad_seg of one run with weights, and of `runs` consecutive runs of `len` values each
+    // with its own mean[q] and 16 lanes: the row reductions of layer and RMS norm backward.
     static void wgrad_seg(const float* x, const float* dy, const float* w, int64_t len, float mean, double* acc1,
                           double* acc2) {
         grad_seg_body(x, dy, w, 1, len, len, mean, acc1, acc2);
+    }
+    static void wgrad_runs(const float* x, const float* dy, const float* w, int64_t runs, int64_t len,
+                           const float* mean, double* acc1, double* acc2) {
+        for (int64_t q = 0; q < runs; ++q)
+            grad_seg_body(x + q * len, dy + q * len, w, 1, len, len, mean[q], acc1 + q * kLanes, acc2 + q * kLanes);
     }
     static void grad_runs(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
                           double* acc1, double* acc2) {

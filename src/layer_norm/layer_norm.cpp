@@ -1,0 +1,274 @@
+// Layer-norm and RMS-norm planner.
+//
+// Batch invariance: a row's statistics come from the pieces of that row alone (fixed by
+// `features`), so every per-row result has the same bits whatever the other rows, the
+// row count, the threads or the ISA. Blocks of rows only decide which thread runs a row
+// and how much of the tensor goes through both passes while it is in cache.
+// Column sums (diff_scale, diff_shift) add fixed items of rows (fixed by the shape), each
+// in double, in item order: the same bits for any thread count.
+#include "layer_norm/layer_norm.hpp"
+
+#include "core/moments.hpp"
+#include "core/scratch.hpp"
+#include "layer_norm/layer_norm_kernel_table.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace nk {
+namespace {
+
+// Values of a row per piece: fixes the bits of the statistics (as batch norm's pieces).
+constexpr int64_t kPiece = 16384;
+// Values of the rows a task takes through reduction and element-wise pass together, so
+// that the second read comes from L1/L2 (schedule only, never a result).
+constexpr int64_t kBlockValues = 8192;
+// Backward column sums: at most this many items of rows (fixed by the shape), each a
+// multiple of kColumnRows rows.
+constexpr int64_t kColumnItems = 16;
+
+const LayerNormKernelTable& kernels(Isa isa) {
+    static const LayerNormKernelTable& (*const getters[kIsaCount])() = {
+        layer_norm_kernels_scalar, layer_norm_kernels_sse4_2, layer_norm_kernels_avx2, layer_norm_kernels_avx512};
+    return kernels_for(isa, getters);
+}
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// The pivot of a run of len values: the mean of 4 values spread over it, summed in double
+// from 0, rounded to float (batch norm's choice: near the mean, so the float terms cancel little).
+float pivot_of(const float* x, int64_t len) {
+    double sum = 0;
+    for (int64_t q = 0; q < 4; ++q) sum += x[q * len / 4];
+    return float(sum / 4);
+}
+
+// A run's two sums: float terms, redone with double terms when the checks of
+// core/moments.hpp do not trust them.
+struct Sums {
+    double s1, s2;
+};
+template <class Trusted, class Double>
+Sums run_sums(double count, const double* acc1, const double* acc2, Trusted trusted, Double&& dbl) {
+    Sums s{fold16(acc1), fold16(acc2)};
+    if (trusted(count, s.s1, s.s2)) return s;
+    double a1[16] = {}, a2[16] = {};
+    dbl(a1, a2);
+    return {fold16(a1), fold16(a2)};
+}
+
+// Per-thread scratch of a block of rows.
+struct BlockScratch {
+    Scratch storage;
+    double *acc1, *acc2;
+    float *center, *mean_hi, *r, *c, *k1, *k2;
+    explicit BlockScratch(int64_t rows)
+        : storage(size_t(rows) * (32 * sizeof(double) + 6 * sizeof(float))),
+          acc1(static_cast<double*>(storage.data())), acc2(acc1 + 16 * rows),
+          center(reinterpret_cast<float*>(acc2 + 16 * rows)), mean_hi(center + rows), r(mean_hi + rows),
+          c(r + rows), k1(c + rows), k2(k1 + rows) {}
+    RowCoefs coefs() const { return {mean_hi, r, c, k1, k2}; }
+};
+
+struct Rows {
+    const ExecConfig& config;
+    const LayerNormProblem& p;
+    const LayerNormKernelTable& k;
+    int64_t K;
+    // Rows per block: whole rows up to kBlockValues, one row past a piece.
+    int64_t block_rows() const { return K > kPiece ? 1 : std::max<int64_t>(1, kBlockValues / K); }
+};
+
+// Statistics of rows [0, rows) of x (row stride K) into the block's coefficients (and
+// the saved statistics at save_mean / save_invstd, when given).
+void row_statistics(const Rows& g, const float* x, int64_t rows, BlockScratch& w, float* save_mean,
+                    float* save_invstd) {
+    const int64_t K = g.K;
+    const double count = double(K);
+    auto trusted = g.p.rms ? grad_sums_trusted : stats_sums_trusted;
+    if (K <= kPiece) {
+        for (int64_t j = 0; j < rows; ++j) w.center[j] = g.p.rms ? 0.0f : pivot_of(x + j * K, K);
+        std::fill(w.acc1, w.acc1 + 16 * rows, 0.0);
+        std::fill(w.acc2, w.acc2 + 16 * rows, 0.0);
+        g.k.stats_runs(x, rows, K, w.center, w.acc1, w.acc2);
+    }
+    for (int64_t j = 0; j < rows; ++j) {
+        const float* xr = x + j * K;
+        double mean = 0, m2 = 0, n = 0, s2 = 0;
+        for (int64_t off = 0; off < K; off += kPiece) {
+            const int64_t len = std::min(kPiece, K - off);
+            const float center = K <= kPiece ? w.center[j] : g.p.rms ? 0.0f : pivot_of(xr + off, len);
+            double piece1[16] = {}, piece2[16] = {};
+            const double* a1 = w.acc1 + 16 * j;
+            const double* a2 = w.acc2 + 16 * j;
+            if (K > kPiece) {
+                g.k.stats_seg(xr + off, 1, len, len, center, piece1, piece2);
+                a1 = piece1;
+                a2 = piece2;
+            }
+            const Sums s = run_sums(double(len), a1, a2, trusted, [&](double* d1, double* d2) {
+                g.k.stats_seg_double(xr + off, 1, len, len, center, d1, d2);
+            });
+            if (g.p.rms) {
+                s2 += s.s2;
+                continue;
+            }
+            double mean_b, m2_b;
+            moments_from_sums(double(len), s.s1, s.s2, double(center), mean_b, m2_b);
+            chan_merge(n, mean, m2, double(len), mean_b, m2_b);
+        }
+        if (g.p.rms) {
+            const double invrms = 1 / std::sqrt(s2 / count + double(g.p.epsilon));
+            w.mean_hi[j] = w.c[j] = 0.0f;
+            w.r[j] = float(invrms);
+            if (save_invstd) save_invstd[j] = float(invrms);
+            continue;
+        }
+        double var = m2 / count;
+        if (!std::isfinite(mean) || !std::isfinite(var)) // a NaN or infinity in the row: all NaN
+            mean = var = std::numeric_limits<double>::quiet_NaN();
+        const double invstd = 1 / std::sqrt(var + double(g.p.epsilon));
+        const float hi = float(mean);
+        w.mean_hi[j] = hi;
+        w.r[j] = float(invstd);
+        w.c[j] = float(-(mean - double(hi)) * invstd);
+        if (save_mean) save_mean[j] = hi;
+        if (save_invstd) save_invstd[j] = float(invstd);
+    }
+}
+
+// Backward's per-row sums sum(g) and sum(g * (x - mean)), g = dy * w, into k1, k2 (and
+// mean_hi, r from the saved statistics).
+void row_gradients(const Rows& g, const float* x, const float* dy, const float* wt, int64_t rows,
+                   const float* save_mean, const float* save_invstd, BlockScratch& w) {
+    const int64_t K = g.K;
+    for (int64_t j = 0; j < rows; ++j) {
+        w.mean_hi[j] = g.p.rms ? 0.0f : save_mean[j];
+        w.r[j] = save_invstd[j];
+    }
+    if (K <= kPiece) {
+        std::fill(w.acc1, w.acc1 + 16 * rows, 0.0);
+        std::fill(w.acc2, w.acc2 + 16 * rows, 0.0);
+        g.k.grad_runs(x, dy, wt, rows, K, w.mean_hi, w.acc1, w.acc2);
+    }
+    for (int64_t j = 0; j < rows; ++j) {
+        const float* xr = x + j * K;
+        const float* gr = dy + j * K;
+        double s1 = 0, s2 = 0;
+        for (int64_t off = 0; off < K; off += kPiece) {
+            const int64_t len = std::min(kPiece, K - off);
+            double piece1[16] = {}, piece2[16] = {};
+            const double* a1 = w.acc1 + 16 * j;
+            const double* a2 = w.acc2 + 16 * j;
+            if (K > kPiece) {
+                g.k.grad_seg(xr + off, gr + off, wt + off, len, w.mean_hi[j], piece1, piece2);
+                a1 = piece1;
+                a2 = piece2;
+            }
+            const Sums s = run_sums(double(len), a1, a2, grad_sums_trusted, [&](double* d1, double* d2) {
+                g.k.grad_seg_double(xr + off, gr + off, wt + off, 1, len, len, w.mean_hi[j], d1, d2);
+            });
+            s1 += s.s1;
+            s2 += s.s2;
+        }
+        const double invstd = double(w.r[j]), count = double(K);
+        w.k1[j] = g.p.rms ? 0.0f : float(s1 / count);
+        w.k2[j] = float(s2 / count * invstd * invstd);
+    }
+}
+
+// `count` floats of `value`, for a NULL scale or shift (the kernels take arrays).
+struct Filled {
+    Scratch storage;
+    float* data;
+    Filled(int64_t count, float value) : storage(size_t(count) * sizeof(float)), data(static_cast<float*>(storage.data())) {
+        std::fill(data, data + count, value);
+    }
+};
+
+} // namespace
+
+void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
+                        const float* residual, float* sum, float* dst, const float* scale, const float* shift,
+                        float* save_mean, float* save_invstd) {
+    const Rows g{config, p, kernels(config.isa), p.features};
+    const int64_t K = p.features, B = g.block_rows();
+    Filled ones(scale ? 0 : K, 1.0f), zeros(shift || p.rms ? 0 : K, 0.0f);
+    const float* w = scale ? scale : ones.data;
+    const float* b = p.rms ? nullptr : shift ? shift : zeros.data;
+    const int64_t blocks = (p.rows + B - 1) / B;
+    config.threads.parallel_for(blocks, [&](int64_t begin, int64_t end) {
+        BlockScratch scratch(B);
+        for (int64_t blk = begin; blk < end; ++blk) {
+            const int64_t r0 = blk * B, rows = std::min(B, p.rows - r0), at = r0 * K;
+            const float* x = src + at;
+            if (residual) {
+                // x is kept where it will be read again: in sum, or in dst, which the
+                // normalization then overwrites.
+                float* kept = (sum ? sum : dst) + at;
+                g.k.add(src + at, residual + at, kept, rows * K);
+                x = kept;
+            }
+            row_statistics(g, x, rows, scratch, save_mean ? save_mean + r0 : nullptr,
+                           save_invstd ? save_invstd + r0 : nullptr);
+            g.k.normalize(x, dst + at, rows, K, scratch.coefs(), w, b);
+        }
+    });
+}
+
+void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
+                         const float* diff_dst, const float* scale, const float* save_mean,
+                         const float* save_invstd, float* diff_src, float* diff_scale, float* diff_shift) {
+    const Rows g{config, p, kernels(config.isa), p.features};
+    const int64_t K = p.features, M = p.rows;
+    Filled ones(scale ? 0 : K, 1.0f);
+    const float* w = scale ? scale : ones.data;
+    const bool columns = diff_scale || diff_shift;
+    // Items of whole kColumnRows blocks; a task goes through an item in sub-blocks.
+    const int64_t item_rows = std::max(kColumnRows, round_up((M + kColumnItems - 1) / kColumnItems, kColumnRows));
+    const int64_t items = (M + item_rows - 1) / item_rows;
+    const int64_t sub_rows = std::max(kColumnRows, g.block_rows() / kColumnRows * kColumnRows);
+    // Each item's double column sums (diff_scale, then diff_shift), zeroed.
+    Scratch sums_storage(columns ? size_t(items * 2 * K) * sizeof(double) : 1);
+    double* sums = static_cast<double*>(sums_storage.data());
+    if (columns) std::fill(sums, sums + items * 2 * K, 0.0);
+
+    config.threads.parallel_for(items, [&](int64_t begin, int64_t end) {
+        BlockScratch scratch(sub_rows);
+        Scratch parts_storage(columns ? size_t(2 * K) * sizeof(float) : 1);
+        float* parts = static_cast<float*>(parts_storage.data());
+        if (columns) std::fill(parts, parts + 2 * K, 0.0f);
+        for (int64_t item = begin; item < end; ++item) {
+            const ColumnSums cols{parts, parts + K, sums + item * 2 * K, diff_shift ? sums + item * 2 * K + K : nullptr};
+            const int64_t r_end = std::min(M, (item + 1) * item_rows);
+            for (int64_t r0 = item * item_rows; r0 < r_end; r0 += sub_rows) {
+                const int64_t rows = std::min(sub_rows, r_end - r0), at = r0 * K;
+                if (diff_src) {
+                    row_gradients(g, src + at, diff_dst + at, w, rows, p.rms ? nullptr : save_mean + r0,
+                                  save_invstd + r0, scratch);
+                } else {
+                    for (int64_t j = 0; j < rows; ++j) {
+                        scratch.mean_hi[j] = p.rms ? 0.0f : save_mean[r0 + j];
+                        scratch.r[j] = save_invstd[r0 + j];
+                    }
+                }
+                g.k.backward(src + at, diff_dst + at, diff_src ? diff_src + at : nullptr, rows, K, scratch.coefs(), w,
+                             columns ? &cols : nullptr);
+            }
+        }
+    });
+    if (!columns) return;
+    // Items in order, each feature's sums in double.
+    for (int64_t i = 0; i < K; ++i) {
+        double s = 0, t = 0;
+        for (int64_t item = 0; item < items; ++item) {
+            s += sums[item * 2 * K + i];
+            t += sums[item * 2 * K + K + i];
+        }
+        if (diff_scale) diff_scale[i] = float(s);
+        if (diff_shift) diff_shift[i] = float(t);
+    }
+}
+
+} // namespace nk
