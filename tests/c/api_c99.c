@@ -220,11 +220,78 @@ static void test_batch_norm(void) {
     nk_context_destroy(ctx);
 }
 
+/* Layer norm and RMS norm on 3 rows of 5 features, with a residual, against sums in double. */
+static void test_layer_norm(void) {
+    enum { M = 3, K = 5 };
+    nk_layer_norm_desc desc;
+    float src[M * K], res[M * K], sum[M * K], dst[M * K], dy[M * K], diff_src[M * K];
+    float scale[K], shift[K], diff_scale[K], diff_shift[K], mean[M], invstd[M], invrms[M];
+    int r, i, all_close = 1;
+    for (i = 0; i < M * K; ++i) {
+        src[i] = (float)((i * 7) % 11) * 0.25f - 1.0f;
+        res[i] = (float)(i % 3) * 0.5f;
+        dy[i] = (float)((i * 5) % 7) * 0.125f - 0.3f;
+    }
+    for (i = 0; i < K; ++i) {
+        scale[i] = 0.5f + 0.25f * (float)i;
+        shift[i] = 0.1f * (float)i - 0.2f;
+    }
+    CHECK(offsetof(nk_layer_norm_desc, rows) == 8 && offsetof(nk_layer_norm_desc, flags) == 28);
+    CHECK(sizeof(nk_layer_norm_desc) == 32);
+    CHECK(nk_layer_norm_desc_init(&desc, M, K) == NK_OK && desc.epsilon == 1e-5f && desc.flags == 0);
+    CHECK(nk_layer_norm_forward(NULL, &desc, src, res, sum, dst, scale, shift, mean, invstd) == NK_OK);
+    CHECK(message_is_empty());
+    for (r = 0; r < M; ++r) {
+        double m = 0, v = 0;
+        for (i = 0; i < K; ++i) m += (double)(src[r * K + i] + res[r * K + i]);
+        m /= K;
+        for (i = 0; i < K; ++i) v += ((double)sum[r * K + i] - m) * ((double)sum[r * K + i] - m);
+        v /= K;
+        all_close &= close_to(mean[r], m, 1e-6) && close_to(invstd[r], 1 / sqrt(v + 1e-5), 1e-6);
+        for (i = 0; i < K; ++i) {
+            all_close &= sum[r * K + i] == src[r * K + i] + res[r * K + i];
+            all_close &= close_to(dst[r * K + i], (sum[r * K + i] - m) / sqrt(v + 1e-5) * scale[i] + shift[i], 1e-5);
+        }
+    }
+    CHECK(all_close);
+    /* Backward takes sum as its src; diff_shift is the column sum of dy. */
+    CHECK(nk_layer_norm_backward(NULL, &desc, sum, dy, scale, mean, invstd, diff_src, diff_scale, diff_shift) == NK_OK);
+    all_close = 1;
+    for (i = 0; i < K; ++i) {
+        double want = 0;
+        for (r = 0; r < M; ++r) want += dy[r * K + i];
+        all_close &= close_to(diff_shift[i], want, 1e-6);
+    }
+    for (r = 0; r < M; ++r) {
+        double row = 0;
+        for (i = 0; i < K; ++i) row += diff_src[r * K + i]; /* the gradient of a centered output sums to 0 */
+        all_close &= fabs(row) < 1e-5;
+    }
+    CHECK(all_close);
+    CHECK(nk_rms_norm_forward(NULL, &desc, src, NULL, NULL, dst, scale, invrms) == NK_OK);
+    all_close = 1;
+    for (r = 0; r < M; ++r) {
+        double q = 0;
+        for (i = 0; i < K; ++i) q += (double)src[r * K + i] * src[r * K + i];
+        all_close &= close_to(invrms[r], 1 / sqrt(q / K + 1e-5), 1e-6);
+        for (i = 0; i < K; ++i) all_close &= close_to(dst[r * K + i], src[r * K + i] * invrms[r] * scale[i], 1e-5);
+    }
+    CHECK(all_close);
+    CHECK(nk_rms_norm_backward(NULL, &desc, src, dy, scale, invrms, diff_src, diff_scale) == NK_OK);
+    /* Errors: sum without a residual, a bad epsilon. */
+    CHECK(nk_layer_norm_forward(NULL, &desc, src, NULL, sum, dst, NULL, NULL, NULL, NULL) == NK_ERROR_INVALID_ARGUMENT);
+    CHECK(message_names("sum") && message_names("residual"));
+    desc.epsilon = -1.0f;
+    CHECK(nk_rms_norm_forward(NULL, &desc, src, NULL, NULL, dst, NULL, NULL) == NK_ERROR_INVALID_ARGUMENT);
+    CHECK(message_names("epsilon"));
+}
+
 int main(void) {
     test_version_and_status();
     test_desc_layout();
     test_context();
     test_batch_norm();
+    test_layer_norm();
     printf("normkit %u from C99: %d passed, %d failed\n", (unsigned)nk_version(), g_passed, g_failed);
     return g_failed != 0;
 }
