@@ -58,6 +58,12 @@ void Roofline::backward(const float* x, const float* y, float* z, int64_t count)
     });
 }
 
+void Roofline::residual_forward(const float* x, const float* y, float* s, float* d, int64_t count) const {
+    split(count, [&](int64_t begin, int64_t end) {
+        roofline_add_axpb(x + begin, y + begin, s + begin, d + begin, end - begin, 0.5f, 0.25f);
+    });
+}
+
 template <class Body> void Roofline::blocks(int64_t count, int inputs, bool blocked, const Body& body) const {
     constexpr int64_t kBlockFloats = (int64_t(128) << 10) / int64_t(sizeof(float));
     split(count, [&](int64_t begin, int64_t end) {

@@ -19,6 +19,8 @@ public:
     void forward(const float* src, float* dst, int64_t count) const;
     // Backward traffic (12 bytes/element): z = a*x + y.
     void backward(const float* x, const float* y, float* z, int64_t count) const;
+    // Residual-add forward traffic (16 bytes/element): s = x + y, d = a*s + b.
+    void residual_forward(const float* x, const float* y, float* s, float* d, int64_t count) const;
 
     // The reads and writes of a two-pass batch norm in their plainest form: each thread's
     // chunk summed (forward: x and x*x; backward: y and x*y, plain float sums), then put

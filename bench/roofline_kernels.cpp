@@ -16,6 +16,14 @@ void roofline_axpy(const float* __restrict x, const float* __restrict y, float* 
     for (int64_t i = 0; i < count; ++i) z[i] = a * x[i] + y[i];
 }
 
+void roofline_add_axpb(const float* __restrict x, const float* __restrict y, float* __restrict s,
+                       float* __restrict d, int64_t count, float a, float b) {
+    for (int64_t i = 0; i < count; ++i) {
+        s[i] = x[i] + y[i];
+        d[i] = a * s[i] + b;
+    }
+}
+
 namespace {
 // 16 floats: one AVX-512 register, or as many narrower ones as the CPU has.
 typedef float V16 __attribute__((vector_size(64)));

@@ -9,6 +9,8 @@ namespace nkbench {
 
 void roofline_axpb(const float* x, float* y, int64_t count, float a, float b);        // y = a*x + b
 void roofline_axpy(const float* x, const float* y, float* z, int64_t count, float a); // z = a*x + y
+// s = x + y, d = a*s + b: the traffic of a normalization after a residual add (16 bytes/element).
+void roofline_add_axpb(const float* x, const float* y, float* s, float* d, int64_t count, float a, float b);
 
 // Plain float sums for the two-pass kernels: sum x and x*x; sum y and x*y.
 void two_pass_moments(const float* x, int64_t count, float* sum, float* sum_sq);

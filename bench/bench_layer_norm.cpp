@@ -1,0 +1,436 @@
+/*
+ * normkit_bench_layer_norm: layer-norm and RMS-norm throughput of normkit against a
+ * roofline and against oneDNN 2.6's layer_normalization, in the same process, on the
+ * same buffers (Google Benchmark).
+ *
+ * Cases: rows x features = 1x4096, 32x4096, 2048x4096, 512x768, 8192x768, 128x8192,
+ * 4096x1024, 16384x64; layer norm ("ln") and RMS norm ("rms"); modes
+ *   infer_fwd  forward, no statistics saved               8 bytes/element (src, dst)
+ *   train_fwd  forward saving the row statistics          8
+ *   res_fwd    forward of src + residual, sum kept, saved 16 (src, residual, sum, dst)
+ *   bwd        diff_src, diff_scale (and diff_shift)     12 (src, diff_dst, diff_src)
+ * x 1 and all threads. Each case runs in rounds (--rounds=R, default 3): the roofline (a
+ * plain streaming kernel of the same traffic: dst = a*src + b; s = x + y, d = a*s + b;
+ * z = a*x + y, one contiguous chunk per thread of a oneTBB arena, -O3 -march=native),
+ * oneDNN (layer norm only; oneDNN 2.6 has no RMS mode) and normkit, back to back.
+ * Counters: GB/s of the minimum traffic; normkit's runs also "roofline" (roofline time /
+ * normkit time) and "x_onednn" (oneDNN time / normkit time) against the runs of their round.
+ *
+ * Summary (printed after the runs): per case normkit's GB/s and microseconds per call
+ * (median times), % of the roofline and x oneDNN (medians of the rounds' ratios); the
+ * geometric means per op, mode and thread count; the residual forward's time per byte
+ * over the plain forward's (train_fwd); and the cases that miss the targets:
+ * forward and backward >= 90% of the roofline as a geometric mean, >= 75% in every case
+ * over 1 MB of traffic, >= 1.5x oneDNN as a geometric mean and never slower, residual
+ * forward <= 1.15x the plain forward's time per byte.
+ */
+#include "roofline.hpp"
+#if NKBENCH_HAVE_ONEDNN
+#include "onednn_layer_norm.hpp"
+#endif
+
+#include <normkit/normkit.h>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace nkbench {
+namespace {
+
+enum class Op { layer, rms };
+enum class Mode { infer_fwd, train_fwd, res_fwd, bwd };
+const char* op_name(Op op) { return op == Op::layer ? "ln" : "rms"; }
+const char* mode_name(Mode m) {
+    switch (m) {
+    case Mode::infer_fwd: return "infer_fwd";
+    case Mode::train_fwd: return "train_fwd";
+    case Mode::res_fwd: return "res_fwd";
+    case Mode::bwd: return "bwd";
+    }
+    return "?";
+}
+int64_t bytes_per_element(Mode m) { return m == Mode::res_fwd ? 16 : m == Mode::bwd ? 12 : 8; }
+
+struct RowShape {
+    int64_t rows, features;
+};
+constexpr RowShape kShapes[] = {{1, 4096},   {32, 4096},  {2048, 4096}, {512, 768},
+                                {8192, 768}, {128, 8192}, {4096, 1024}, {16384, 64}};
+constexpr Op kOps[] = {Op::layer, Op::rms};
+constexpr Mode kModes[] = {Mode::infer_fwd, Mode::train_fwd, Mode::res_fwd, Mode::bwd};
+
+struct RowCase {
+    Op op;
+    Mode mode;
+    RowShape shape;
+    int threads;
+    int round = 0;
+    int64_t elements() const { return shape.rows * shape.features; }
+    int64_t bytes() const { return elements() * bytes_per_element(mode); }
+    std::string key() const {
+        return std::string(op_name(op)) + "/" + mode_name(mode) + "/" + std::to_string(shape.rows) + "x" +
+               std::to_string(shape.features) + "/t:" + std::to_string(threads);
+    }
+};
+
+struct FreeDeleter {
+    void operator()(float* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<float[], FreeDeleter>;
+
+Buffer allocate(int64_t count, uint64_t seed) {
+    const size_t align = size_t(2) << 20;
+    const size_t bytes = (size_t(count) * sizeof(float) + align - 1) / align * align;
+    auto* p = static_cast<float*>(std::aligned_alloc(align, bytes));
+    if (p == nullptr) {
+        std::fprintf(stderr, "normkit_bench_layer_norm: out of memory for %zu bytes\n", bytes);
+        std::exit(1);
+    }
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1; // values in [-2, 2)
+    for (int64_t i = 0; i < count; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = float(x >> 40) * (4.0f / 16777216.0f) - 2.0f;
+    }
+    return Buffer(p);
+}
+
+// Every case's buffers, sized for the largest, written once. Inputs are never written.
+struct Workspace {
+    Buffer src, residual, diff_dst, sum, dst, rows_a, rows_b, rows_c, rows_d, feat_a, feat_b, feat_c, feat_d;
+    Workspace() {
+        int64_t elements = 0, rows = 0, features = 0;
+        for (const RowShape& s : kShapes) {
+            elements = std::max(elements, s.rows * s.features);
+            rows = std::max(rows, s.rows);
+            features = std::max(features, s.features);
+        }
+        src = allocate(elements, 1);
+        residual = allocate(elements, 2);
+        diff_dst = allocate(elements, 3);
+        sum = allocate(elements, 4);
+        dst = allocate(elements, 5);
+        rows_a = allocate(rows, 6); // saved mean (inputs to backward: 0)
+        rows_b = allocate(rows, 7); // saved invstd / variance
+        rows_c = allocate(rows, 8); // statistics written by training forward
+        rows_d = allocate(rows, 9);
+        feat_a = allocate(features, 10); // scale
+        feat_b = allocate(features, 11); // shift
+        feat_c = allocate(features, 12); // diff_scale
+        feat_d = allocate(features, 13); // diff_shift
+        for (int64_t r = 0; r < rows; ++r) {
+            rows_a[r] = 0.0f;
+            rows_b[r] = 1.0f / std::sqrt(4.0f / 3.0f + 1e-5f); // uniform [-2, 2): variance 4/3
+        }
+    }
+};
+Workspace& workspace() {
+    static Workspace w; // first use: --benchmark_list_tests allocates nothing
+    return w;
+}
+
+nk_context* context(int threads) {
+    static std::map<int, nk_context*> cache;
+    nk_context*& ctx = cache[threads];
+    if (!ctx && (nk_context_create(&ctx) != NK_OK || nk_context_set_num_threads(ctx, threads) != NK_OK)) {
+        std::fprintf(stderr, "normkit_bench_layer_norm: %s\n", nk_last_error_message());
+        std::exit(1);
+    }
+    return ctx;
+}
+
+const Roofline& roofline(int threads) {
+    static std::map<int, std::unique_ptr<Roofline>> cache;
+    auto& r = cache[threads];
+    if (!r) r = std::make_unique<Roofline>(threads);
+    return *r;
+}
+
+// Seconds per call of each implementation in each (case, round).
+struct Times {
+    double roofline = NAN, onednn = NAN, normkit = NAN;
+};
+std::map<std::string, std::map<int, Times>>& times() {
+    static std::map<std::string, std::map<int, Times>> t;
+    return t;
+}
+
+// Times `call` (one untimed call first: warm caches, awake threads). NaN when it fails.
+template <class Call>
+double measure(benchmark::State& state, const RowCase& cs, Call&& call) {
+    if (!call()) {
+        state.SkipWithError("call failed");
+        return NAN;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    for (auto _ : state) {
+        if (!call()) {
+            state.SkipWithError("call failed");
+            return NAN;
+        }
+        benchmark::ClobberMemory();
+    }
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    state.counters["GB/s"] = benchmark::Counter(double(cs.bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["round"] = cs.round;
+    return state.iterations() > 0 ? elapsed.count() / double(state.iterations()) : NAN;
+}
+
+void bm_normkit(benchmark::State& state, const RowCase& cs) {
+    Workspace& w = workspace();
+    nk_context* ctx = context(cs.threads);
+    nk_layer_norm_desc d;
+    nk_layer_norm_desc_init(&d, cs.shape.rows, cs.shape.features);
+    const bool layer = cs.op == Op::layer;
+    auto call = [&] {
+        nk_status s = NK_OK;
+        switch (cs.mode) {
+        case Mode::infer_fwd:
+            s = layer ? nk_layer_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(),
+                                              w.feat_b.get(), nullptr, nullptr)
+                      : nk_rms_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(), nullptr);
+            break;
+        case Mode::train_fwd:
+            s = layer ? nk_layer_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(),
+                                              w.feat_b.get(), w.rows_c.get(), w.rows_d.get())
+                      : nk_rms_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(),
+                                            w.rows_d.get());
+            break;
+        case Mode::res_fwd:
+            s = layer ? nk_layer_norm_forward(ctx, &d, w.src.get(), w.residual.get(), w.sum.get(), w.dst.get(),
+                                              w.feat_a.get(), w.feat_b.get(), w.rows_c.get(), w.rows_d.get())
+                      : nk_rms_norm_forward(ctx, &d, w.src.get(), w.residual.get(), w.sum.get(), w.dst.get(),
+                                            w.feat_a.get(), w.rows_d.get());
+            break;
+        case Mode::bwd:
+            s = layer ? nk_layer_norm_backward(ctx, &d, w.src.get(), w.diff_dst.get(), w.feat_a.get(), w.rows_a.get(),
+                                               w.rows_b.get(), w.dst.get(), w.feat_c.get(), w.feat_d.get())
+                      : nk_rms_norm_backward(ctx, &d, w.src.get(), w.diff_dst.get(), w.feat_a.get(), w.rows_b.get(),
+                                             w.dst.get(), w.feat_c.get());
+            break;
+        }
+        return s == NK_OK;
+    };
+    const double seconds = measure(state, cs, call);
+    Times& t = times()[cs.key()][cs.round];
+    t.normkit = seconds;
+    if (!std::isnan(t.roofline)) state.counters["roofline"] = t.roofline / seconds;
+    if (!std::isnan(t.onednn)) state.counters["x_onednn"] = t.onednn / seconds;
+}
+
+void bm_roofline(benchmark::State& state, const RowCase& cs) {
+    Workspace& w = workspace();
+    const Roofline& r = roofline(cs.threads);
+    const int64_t n = cs.elements();
+    auto call = [&] {
+        if (cs.mode == Mode::bwd)
+            r.backward(w.src.get(), w.diff_dst.get(), w.dst.get(), n);
+        else if (cs.mode == Mode::res_fwd)
+            r.residual_forward(w.src.get(), w.residual.get(), w.sum.get(), w.dst.get(), n);
+        else
+            r.forward(w.src.get(), w.dst.get(), n);
+        return true;
+    };
+    times()[cs.key()][cs.round].roofline = measure(state, cs, call);
+}
+
+#if NKBENCH_HAVE_ONEDNN
+// oneDNN has no fused residual add: its res_fwd is not measured.
+void bm_onednn(benchmark::State& state, const RowCase& cs) {
+    static std::string built;
+    static std::unique_ptr<OnednnLayerNorm> primitive;
+    Workspace& w = workspace();
+    std::string error;
+    if (built != cs.key()) {
+        primitive.reset();
+        built.clear();
+        const OnednnLayerNorm::Kind kind = cs.mode == Mode::bwd         ? OnednnLayerNorm::Kind::backward
+                                           : cs.mode == Mode::train_fwd ? OnednnLayerNorm::Kind::training
+                                                                        : OnednnLayerNorm::Kind::inference;
+        // backward takes the variance: rows_b then holds 1/sqrt(4/3 + eps), a valid variance too.
+        const RowBuffers b{w.src.get(),    w.diff_dst.get(), w.feat_a.get(), w.feat_b.get(),
+                           w.rows_a.get(), w.rows_b.get(),   w.dst.get(),    w.rows_c.get(),
+                           w.rows_d.get(), w.feat_c.get(),   w.feat_d.get()};
+        try {
+            primitive = std::make_unique<OnednnLayerNorm>(kind, cs.shape.rows, cs.shape.features, cs.threads, b);
+            built = cs.key();
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+    }
+    auto call = [&] {
+        if (!primitive) return false;
+        try {
+            primitive->run();
+        } catch (const std::exception& e) {
+            return false;
+        }
+        return true;
+    };
+    times()[cs.key()][cs.round].onednn = measure(state, cs, call);
+    if (primitive) state.SetLabel(primitive->implementation());
+    if (!error.empty()) state.SkipWithError(("oneDNN: " + error).c_str());
+}
+#endif
+
+std::vector<RowCase> register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
+    std::vector<RowCase> cases;
+    for (Op op : kOps)
+        for (Mode mode : kModes)
+            for (const RowShape& shape : kShapes)
+                for (int threads : thread_counts) {
+                    RowCase cs{op, mode, shape, threads};
+                    cases.push_back(cs);
+                    auto add = [&](const char* impl, void (*fn)(benchmark::State&, const RowCase&)) {
+                        benchmark::RegisterBenchmark((cs.key() + "/" + impl).c_str(), fn, cs)
+                            ->UseRealTime()
+                            ->Unit(benchmark::kMicrosecond);
+                    };
+                    for (int round = 0; round < rounds; ++round) {
+                        cs.round = round;
+                        add("roofline", bm_roofline);
+#if NKBENCH_HAVE_ONEDNN
+                        if (op == Op::layer && mode != Mode::res_fwd) add("onednn", bm_onednn);
+#endif
+                        add("normkit", bm_normkit); // last: its ratios use the runs above
+                    }
+                }
+    return cases;
+}
+
+double median(std::vector<double> v) {
+    v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
+    if (v.empty()) return NAN;
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Result {
+    RowCase cs;
+    double seconds, roofline, onednn; // median time; medians of the rounds' ratios
+};
+
+std::string fmt(const char* f, double v) {
+    if (std::isnan(v)) return "-";
+    char b[32];
+    std::snprintf(b, sizeof b, f, v);
+    return b;
+}
+
+// The table, geometric means, residual cost and missed targets. Returns the miss count.
+int summarize(const std::vector<RowCase>& cases) {
+    std::vector<Result> results;
+    for (const RowCase& cs : cases) {
+        auto it = times().find(cs.key());
+        if (it == times().end()) continue;
+        std::vector<double> t, roof, dnn;
+        for (const auto& [round, x] : it->second) {
+            t.push_back(x.normkit);
+            roof.push_back(x.roofline / x.normkit);
+            dnn.push_back(x.onednn / x.normkit);
+        }
+        if (std::isnan(median(t))) continue;
+        results.push_back({cs, median(t), median(roof), median(dnn)});
+    }
+    if (results.empty()) return 0;
+    std::printf("\n%-4s %-9s %-11s %3s %9s %10s %10s %9s\n", "op", "mode", "shape", "t", "GB/s", "us/call",
+                "% roofline", "x oneDNN");
+    for (const Result& r : results) {
+        const std::string shape = std::to_string(r.cs.shape.rows) + "x" + std::to_string(r.cs.shape.features);
+        std::printf("%-4s %-9s %-11s %3d %9.1f %10.2f %10s %9s\n", op_name(r.cs.op), mode_name(r.cs.mode),
+                    shape.c_str(), r.cs.threads, double(r.cs.bytes()) / r.seconds * 1e-9, r.seconds * 1e6,
+                    fmt("%.1f%%", 100 * r.roofline).c_str(), fmt("%.2fx", r.onednn).c_str());
+    }
+    int misses = 0;
+    auto miss = [&](const std::string& what) {
+        std::printf("  MISS %s\n", what.c_str());
+        ++misses;
+    };
+    std::printf("\ngeometric means\n%-4s %-9s %3s %6s %10s %9s\n", "op", "mode", "t", "cases", "% roofline", "x oneDNN");
+    for (Op op : kOps)
+        for (Mode mode : kModes)
+            for (int threads : {1, 0}) {
+                double lr = 0, ld = 0;
+                int n = 0, nd = 0;
+                for (const Result& r : results) {
+                    if (r.cs.op != op || r.cs.mode != mode || (threads == 1) != (r.cs.threads == 1)) continue;
+                    if (!std::isnan(r.roofline)) lr += std::log(r.roofline), ++n;
+                    if (!std::isnan(r.onednn)) ld += std::log(r.onednn), ++nd;
+                }
+                if (n == 0) continue;
+                const double g = std::exp(lr / n), gd = nd ? std::exp(ld / nd) : NAN;
+                std::printf("%-4s %-9s %3s %6d %10s %9s\n", op_name(op), mode_name(mode), threads == 1 ? "1" : "all", n,
+                            fmt("%.1f%%", 100 * g).c_str(), fmt("%.2fx", gd).c_str());
+                if (g < 0.90) miss(std::string(op_name(op)) + " " + mode_name(mode) + " geomean below 90% of the roofline");
+                if (!std::isnan(gd) && gd < 1.5) miss(std::string(op_name(op)) + " " + mode_name(mode) + " geomean below 1.5x oneDNN");
+            }
+    std::printf("\nresidual forward: time per byte over the plain forward's (train_fwd)\n");
+    for (const Result& r : results) {
+        if (r.cs.mode != Mode::res_fwd) continue;
+        for (const Result& p : results)
+            if (p.cs.mode == Mode::train_fwd && p.cs.op == r.cs.op && p.cs.threads == r.cs.threads &&
+                p.cs.shape.rows == r.cs.shape.rows && p.cs.shape.features == r.cs.shape.features) {
+                const double ratio = (r.seconds / double(r.cs.bytes())) / (p.seconds / double(p.cs.bytes()));
+                std::printf("  %-4s %5lldx%-5lld t:%d  %.2fx\n", op_name(r.cs.op), (long long)r.cs.shape.rows,
+                            (long long)r.cs.shape.features, r.cs.threads, ratio);
+                if (ratio > 1.15 && r.cs.bytes() > (int64_t(1) << 20))
+                    miss(r.cs.key() + ": residual forward " + fmt("%.2fx", ratio) + " the plain forward's time per byte");
+            }
+    }
+    std::printf("\n");
+    for (const Result& r : results) {
+        if (r.cs.bytes() > (int64_t(1) << 20) && r.roofline < 0.75)
+            miss(r.cs.key() + ": " + fmt("%.1f%%", 100 * r.roofline) + " of the roofline");
+        if (r.onednn < 1.0) miss(r.cs.key() + ": " + fmt("%.2fx", r.onednn) + " oneDNN");
+    }
+    std::printf("%d misses\n", misses);
+    return misses;
+}
+
+int take_rounds(std::vector<char*>& args) {
+    int rounds = 3;
+    for (auto it = args.begin() + 1; it != args.end();) {
+        const std::string arg = *it;
+        if (arg.rfind("--rounds=", 0) != 0) {
+            ++it;
+            continue;
+        }
+        rounds = std::max(1, std::atoi(arg.c_str() + 9));
+        it = args.erase(it);
+    }
+    return rounds;
+}
+
+} // namespace
+} // namespace nkbench
+
+int main(int argc, char** argv) {
+    std::string min_time = "--benchmark_min_time=0.05";
+    std::vector<char*> args{argv[0], min_time.data()};
+    args.insert(args.end(), argv + 1, argv + argc);
+    const int rounds = nkbench::take_rounds(args);
+    int count = int(args.size());
+    benchmark::Initialize(&count, args.data());
+    if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+    const int all = std::max(1u, std::thread::hardware_concurrency());
+    std::vector<int> thread_counts{1};
+    if (all > 1) thread_counts.push_back(all);
+    const std::vector<nkbench::RowCase> cases = nkbench::register_benchmarks(thread_counts, rounds);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    nkbench::summarize(cases);
+    return 0;
+}
