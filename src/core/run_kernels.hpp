@@ -9,6 +9,7 @@
 // sums.
 #pragma once
 
+#include "core/run_kernel_table.hpp"
 #include "core/simd.hpp"
 
 #include <algorithm>
@@ -334,6 +335,109 @@ struct RunKernels {
             Ops::stored(acc2 + m * kF64, s2[m]);
         }
     }
+
+    // ---- element-wise passes over runs (one coefficient each) and lanes (per-lane arrays) ----
+
+    // Run q of `runs` runs of len values (x + q * len): y = (x - mh[q]) * a[q] + b[q].
+    static void affine_runs(const float* x, float* y, int64_t runs, int64_t len, const float* mh, const float* a,
+                            const float* b) {
+        for (int64_t q = 0; q < runs; ++q) {
+            const f32 m = Ops::splat(mh[q]), av = Ops::splat(a[q]), bv = Ops::splat(b[q]);
+            const float* xr = x + q * len;
+            float* yr = y + q * len;
+            for_registers(len, [&](auto full, int64_t i, int64_t n) {
+                store(full, yr + i, (load(full, xr + i, n) - m) * av + bv, n);
+            });
+        }
+    }
+
+    // Run q: dx = ((dy * w[q] - k1[q]) - (x - mh[q]) * k2[q]) * r[q].
+    static void diff_runs(const float* x, const float* dy, float* dx, int64_t runs, int64_t len, const RunCoefs& k) {
+        for (int64_t q = 0; q < runs; ++q) {
+            const f32 m = Ops::splat(k.mh[q]), w = Ops::splat(k.w[q]), k1 = Ops::splat(k.k1[q]),
+                      k2 = Ops::splat(k.k2[q]), r = Ops::splat(k.r[q]);
+            const int64_t at = q * len;
+            for_registers(len, [&](auto full, int64_t i, int64_t n) {
+                const f32 v = ((load(full, dy + at + i, n) * w - k1) - (load(full, x + at + i, n) - m) * k2) * r;
+                store(full, dx + at + i, v, n);
+            });
+        }
+    }
+
+    // `rows` rows of `width` lanes, `stride` apart: y = (x - mh[l]) * a[l] + b[l].
+    static void affine_lanes(const float* x, float* y, int64_t rows, int64_t width, int64_t stride, const float* mh,
+                             const float* a, const float* b) {
+        for (int64_t r = 0; r < rows; ++r)
+            for_registers(width, [&](auto full, int64_t l, int64_t n) {
+                const f32 v = (load(full, x + r * stride + l, n) - load(full, mh + l, n)) * load(full, a + l, n) +
+                              load(full, b + l, n);
+                store(full, y + r * stride + l, v, n);
+            });
+    }
+
+    // Lane l: dx = ((dy * w[l] - k1[l]) - (x - mh[l]) * k2[l]) * r[l].
+    static void diff_lanes(const float* x, const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
+                           const RunCoefs& k) {
+        for (int64_t r = 0; r < rows; ++r)
+            for_registers(width, [&](auto full, int64_t l, int64_t n) {
+                const int64_t at = r * stride + l;
+                const f32 v = ((load(full, dy + at, n) * load(full, k.w + l, n) - load(full, k.k1 + l, n)) -
+                               (load(full, x + at, n) - load(full, k.mh + l, n)) * load(full, k.k2 + l, n)) *
+                              load(full, k.r + l, n);
+                store(full, dx + at, v, n);
+            });
+    }
+
+    // Lane sums with every term in double, rows in order: acc1[l] += x - p[l],
+    // acc2[l] += (x - p[l])^2 (stats), or acc1[l] += dy, acc2[l] += dy * (x - p[l]) (grads,
+    // dy given). Each lane's sums depend on its own values alone, in row order.
+    template <class HasDy>
+    static void lane_sums_impl(HasDy, const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
+                               const float* p, double* acc1, double* acc2) {
+        constexpr int kH = int(kF32 / kF64);
+        for (int64_t r = 0; r < rows; ++r)
+            for_registers(width, [&](auto full, int64_t l, int64_t n) {
+                f64 xv[kH], pv[kH], g[kH];
+                widen_into(load(full, x + r * stride + l, n), xv, 0);
+                widen_into(load(full, p + l, n), pv, 0);
+                if constexpr (HasDy::value) widen_into(load(full, dy + r * stride + l, n), g, 0);
+                for (int h = 0; h < kH; ++h) {
+                    const int64_t at = l + h * kF64;
+                    if (h * kF64 >= n) break;
+                    const f64 d = xv[h] - pv[h];
+                    const f64 t1 = HasDy::value ? g[h] : d, t2 = HasDy::value ? g[h] * d : d * d;
+                    const int64_t valid = n - h * kF64;
+                    if (valid >= kF64) {
+                        Ops::stored(acc1 + at, Ops::loadd(acc1 + at) + t1);
+                        Ops::stored(acc2 + at, Ops::loadd(acc2 + at) + t2);
+                    } else { // the last lanes of the row, one at a time
+                        alignas(64) double a1[kF64], a2[kF64];
+                        Ops::stored(a1, t1);
+                        Ops::stored(a2, t2);
+                        for (int64_t j = 0; j < valid; ++j) {
+                            acc1[at + j] += a1[j];
+                            acc2[at + j] += a2[j];
+                        }
+                    }
+                }
+            });
+    }
+    static void lane_stats(const float* x, int64_t rows, int64_t width, int64_t stride, const float* pivot,
+                           double* acc1, double* acc2) {
+        lane_sums_impl(std::false_type{}, x, nullptr, rows, width, stride, pivot, acc1, acc2);
+    }
+    static void lane_grads(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
+                           const float* mean, double* acc1, double* acc2) {
+        lane_sums_impl(std::true_type{}, x, dy, rows, width, stride, mean, acc1, acc2);
+    }
+
+    static const RunKernelTable table;
+};
+
+template <class Ops>
+const RunKernelTable RunKernels<Ops>::table = {
+    &stats_seg,   &stats_seg_double, &stats_runs,   &wgrad_seg,  &wgrad_seg_double, &wgrad_runs,
+    &affine_runs, &diff_runs,        &affine_lanes, &diff_lanes, &lane_stats,       &lane_grads,
 };
 
 } // namespace nk

@@ -9,6 +9,8 @@
 #include "layer_norm/layer_norm.hpp"
 
 #include "core/moments.hpp"
+#include "core/run_kernel_table.hpp"
+#include "core/run_moments.hpp"
 #include "core/scratch.hpp"
 #include "layer_norm/layer_norm_kernel_table.hpp"
 
@@ -19,8 +21,6 @@
 namespace nk {
 namespace {
 
-// Values of a row per piece: fixes the bits of the statistics (as batch norm's pieces).
-constexpr int64_t kPiece = 16384;
 // Values of the rows a task takes through reduction and element-wise pass together, so
 // that the second read comes from L1/L2 (schedule only, never a result).
 constexpr int64_t kBlockValues = 8192;
@@ -35,28 +35,6 @@ const LayerNormKernelTable& kernels(Isa isa) {
 }
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-// The pivot of a run of len values: the mean of 4 values spread over it, summed in double
-// from 0, rounded to float (batch norm's choice: near the mean, so the float terms cancel little).
-float pivot_of(const float* x, int64_t len) {
-    double sum = 0;
-    for (int64_t q = 0; q < 4; ++q) sum += x[q * len / 4];
-    return float(sum / 4);
-}
-
-// A run's two sums: float terms, redone with double terms when the checks of
-// core/moments.hpp do not trust them.
-struct Sums {
-    double s1, s2;
-};
-template <class Trusted, class Double>
-Sums run_sums(double count, const double* acc1, const double* acc2, Trusted trusted, Double&& dbl) {
-    Sums s{fold16(acc1), fold16(acc2)};
-    if (trusted(count, s.s1, s.s2)) return s;
-    double a1[16] = {}, a2[16] = {};
-    dbl(a1, a2);
-    return {fold16(a1), fold16(a2)};
-}
 
 // Per-thread scratch of a block of rows.
 struct BlockScratch {
@@ -74,61 +52,50 @@ struct BlockScratch {
 struct Rows {
     const ExecConfig& config;
     const LayerNormProblem& p;
+    const RunKernelTable& run; // the reductions
     const LayerNormKernelTable& k;
     int64_t K;
     // Rows per block: whole rows up to kBlockValues, one row past a piece.
-    int64_t block_rows() const { return K > kPiece ? 1 : std::max<int64_t>(1, kBlockValues / K); }
+    int64_t block_rows() const { return K > kRunPiece ? 1 : std::max<int64_t>(1, kBlockValues / K); }
 };
 
 // Statistics of rows [0, rows) of x (row stride K) into the block's coefficients (and
-// the saved statistics at save_mean / save_invstd, when given).
+// the saved statistics at save_mean / save_invstd, when given). Rows of up to a piece go
+// through the float-term reduction together (one call), longer ones piece by piece
+// (core/run_moments.hpp): the same sums either way.
 void row_statistics(const Rows& g, const float* x, int64_t rows, BlockScratch& w, float* save_mean,
                     float* save_invstd) {
     const int64_t K = g.K;
-    const double count = double(K);
-    auto trusted = g.p.rms ? grad_sums_trusted : stats_sums_trusted;
-    if (K <= kPiece) {
-        for (int64_t j = 0; j < rows; ++j) w.center[j] = g.p.rms ? 0.0f : pivot_of(x + j * K, K);
+    const bool rms = g.p.rms;
+    if (K <= kRunPiece) {
+        for (int64_t j = 0; j < rows; ++j) w.center[j] = rms ? 0.0f : run_pivot(x + j * K, K);
         std::fill(w.acc1, w.acc1 + 16 * rows, 0.0);
         std::fill(w.acc2, w.acc2 + 16 * rows, 0.0);
-        g.k.stats_runs(x, rows, K, w.center, w.acc1, w.acc2);
+        g.run.stats_runs(x, rows, K, w.center, w.acc1, w.acc2);
     }
     for (int64_t j = 0; j < rows; ++j) {
-        const float* xr = x + j * K;
-        double mean = 0, m2 = 0, n = 0, s2 = 0;
-        for (int64_t off = 0; off < K; off += kPiece) {
-            const int64_t len = std::min(kPiece, K - off);
-            const float center = K <= kPiece ? w.center[j] : g.p.rms ? 0.0f : pivot_of(xr + off, len);
-            double piece1[16] = {}, piece2[16] = {};
-            const double* a1 = w.acc1 + 16 * j;
-            const double* a2 = w.acc2 + 16 * j;
-            if (K > kPiece) {
-                g.k.stats_seg(xr + off, 1, len, len, center, piece1, piece2);
-                a1 = piece1;
-                a2 = piece2;
-            }
-            const Sums s = run_sums(double(len), a1, a2, trusted, [&](double* d1, double* d2) {
-                g.k.stats_seg_double(xr + off, 1, len, len, center, d1, d2);
-            });
-            if (g.p.rms) {
-                s2 += s.s2;
-                continue;
-            }
-            double mean_b, m2_b;
-            moments_from_sums(double(len), s.s1, s.s2, double(center), mean_b, m2_b);
-            chan_merge(n, mean, m2, double(len), mean_b, m2_b);
+        RunMoments m;
+        if (K <= kRunPiece) {
+            const PieceSums s = checked_stats(g.run, x + j * K, K, w.center[j], rms, w.acc1 + 16 * j, w.acc2 + 16 * j);
+            if (rms)
+                m = {0.0, s.s2};
+            else
+                moments_from_sums(double(K), s.s1, s.s2, double(w.center[j]), m.mean, m.m2);
+        } else {
+            m = run_moments(g.run, x + j * K, K, rms);
         }
-        if (g.p.rms) {
-            const double invrms = 1 / std::sqrt(s2 / count + double(g.p.epsilon));
+        const double var = m.m2 / double(K); // RMS norm: the mean square
+        if (rms) {
+            const double invrms = 1 / std::sqrt(var + double(g.p.epsilon));
             w.mean_hi[j] = w.c[j] = 0.0f;
             w.r[j] = float(invrms);
             if (save_invstd) save_invstd[j] = float(invrms);
             continue;
         }
-        double var = m2 / count;
-        if (!std::isfinite(mean) || !std::isfinite(var)) // a NaN or infinity in the row: all NaN
-            mean = var = std::numeric_limits<double>::quiet_NaN();
-        const double invstd = 1 / std::sqrt(var + double(g.p.epsilon));
+        double mean = m.mean, v = var;
+        if (!std::isfinite(mean) || !std::isfinite(v)) // a NaN or infinity in the row: all NaN
+            mean = v = std::numeric_limits<double>::quiet_NaN();
+        const double invstd = 1 / std::sqrt(v + double(g.p.epsilon));
         const float hi = float(mean);
         w.mean_hi[j] = hi;
         w.r[j] = float(invstd);
@@ -147,34 +114,20 @@ void row_gradients(const Rows& g, const float* x, const float* dy, const float* 
         w.mean_hi[j] = g.p.rms ? 0.0f : save_mean[j];
         w.r[j] = save_invstd[j];
     }
-    if (K <= kPiece) {
+    if (K <= kRunPiece) {
         std::fill(w.acc1, w.acc1 + 16 * rows, 0.0);
         std::fill(w.acc2, w.acc2 + 16 * rows, 0.0);
-        g.k.grad_runs(x, dy, wt, rows, K, w.mean_hi, w.acc1, w.acc2);
+        g.run.grad_runs(x, dy, wt, rows, K, w.mean_hi, w.acc1, w.acc2);
     }
     for (int64_t j = 0; j < rows; ++j) {
         const float* xr = x + j * K;
         const float* gr = dy + j * K;
-        double s1 = 0, s2 = 0;
-        for (int64_t off = 0; off < K; off += kPiece) {
-            const int64_t len = std::min(kPiece, K - off);
-            double piece1[16] = {}, piece2[16] = {};
-            const double* a1 = w.acc1 + 16 * j;
-            const double* a2 = w.acc2 + 16 * j;
-            if (K > kPiece) {
-                g.k.grad_seg(xr + off, gr + off, wt + off, len, w.mean_hi[j], piece1, piece2);
-                a1 = piece1;
-                a2 = piece2;
-            }
-            const Sums s = run_sums(double(len), a1, a2, grad_sums_trusted, [&](double* d1, double* d2) {
-                g.k.grad_seg_double(xr + off, gr + off, wt + off, 1, len, len, w.mean_hi[j], d1, d2);
-            });
-            s1 += s.s1;
-            s2 += s.s2;
-        }
+        const PieceSums s = K <= kRunPiece
+                                ? checked_grads(g.run, xr, gr, wt, K, w.mean_hi[j], w.acc1 + 16 * j, w.acc2 + 16 * j)
+                                : run_grads(g.run, xr, gr, wt, K, w.mean_hi[j]);
         const double invstd = double(w.r[j]), count = double(K);
-        w.k1[j] = g.p.rms ? 0.0f : float(s1 / count);
-        w.k2[j] = float(s2 / count * invstd * invstd);
+        w.k1[j] = g.p.rms ? 0.0f : float(s.s1 / count);
+        w.k2[j] = float(s.s2 / count * invstd * invstd);
     }
 }
 
@@ -192,7 +145,7 @@ struct Filled {
 void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
                         const float* residual, float* sum, float* dst, const float* scale, const float* shift,
                         float* save_mean, float* save_invstd) {
-    const Rows g{config, p, kernels(config.isa), p.features};
+    const Rows g{config, p, run_kernels(config.isa), kernels(config.isa), p.features};
     const int64_t K = p.features, B = g.block_rows();
     Filled ones(scale ? 0 : K, 1.0f), zeros(shift || p.rms ? 0 : K, 0.0f);
     const float* w = scale ? scale : ones.data;
@@ -212,7 +165,10 @@ void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, con
             }
             row_statistics(g, x, rows, scratch, save_mean ? save_mean + r0 : nullptr,
                            save_invstd ? save_invstd + r0 : nullptr);
-            g.k.normalize(x, dst + at, rows, K, scratch.coefs(), w, b);
+            const int64_t next = at + rows * K;
+            const NextBlock ahead = blk + 1 == blocks ? NextBlock{nullptr, nullptr}
+                                                      : NextBlock{src + next, residual ? residual + next : nullptr};
+            g.k.normalize(x, dst + at, rows, K, scratch.coefs(), w, b, ahead);
         }
     });
 }
@@ -220,15 +176,15 @@ void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, con
 void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
                          const float* diff_dst, const float* scale, const float* save_mean,
                          const float* save_invstd, float* diff_src, float* diff_scale, float* diff_shift) {
-    const Rows g{config, p, kernels(config.isa), p.features};
+    const Rows g{config, p, run_kernels(config.isa), kernels(config.isa), p.features};
     const int64_t K = p.features, M = p.rows;
     Filled ones(scale ? 0 : K, 1.0f);
     const float* w = scale ? scale : ones.data;
     const bool columns = diff_scale || diff_shift;
-    // Items of whole kColumnRows blocks; a task goes through an item in sub-blocks.
+    // Items of whole kColumnRows blocks; a task goes through an item in blocks of rows.
     const int64_t item_rows = std::max(kColumnRows, round_up((M + kColumnItems - 1) / kColumnItems, kColumnRows));
     const int64_t items = (M + item_rows - 1) / item_rows;
-    const int64_t sub_rows = std::max(kColumnRows, g.block_rows() / kColumnRows * kColumnRows);
+    const int64_t sub_rows = g.block_rows();
     // Each item's double column sums (diff_scale, then diff_shift), zeroed.
     Scratch sums_storage(columns ? size_t(items * 2 * K) * sizeof(double) : 1);
     double* sums = static_cast<double*>(sums_storage.data());
@@ -240,10 +196,11 @@ void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, co
         float* parts = static_cast<float*>(parts_storage.data());
         if (columns) std::fill(parts, parts + 2 * K, 0.0f);
         for (int64_t item = begin; item < end; ++item) {
-            const ColumnSums cols{parts, parts + K, sums + item * 2 * K, diff_shift ? sums + item * 2 * K + K : nullptr};
-            const int64_t r_end = std::min(M, (item + 1) * item_rows);
-            for (int64_t r0 = item * item_rows; r0 < r_end; r0 += sub_rows) {
+            const int64_t r_begin = item * item_rows, r_end = std::min(M, r_begin + item_rows);
+            for (int64_t r0 = r_begin; r0 < r_end; r0 += sub_rows) {
                 const int64_t rows = std::min(sub_rows, r_end - r0), at = r0 * K;
+                const ColumnSums cols{parts, parts + K, sums + item * 2 * K,
+                                      diff_shift ? sums + item * 2 * K + K : nullptr, r0 - r_begin, r0 + rows == r_end};
                 if (diff_src) {
                     row_gradients(g, src + at, diff_dst + at, w, rows, p.rms ? nullptr : save_mean + r0,
                                   save_invstd + r0, scratch);
@@ -253,8 +210,11 @@ void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, co
                         scratch.r[j] = save_invstd[r0 + j];
                     }
                 }
+                const int64_t next = at + rows * K;
+                const NextBlock ahead =
+                    r0 + rows == M ? NextBlock{nullptr, nullptr} : NextBlock{src + next, diff_dst + next};
                 g.k.backward(src + at, diff_dst + at, diff_src ? diff_src + at : nullptr, rows, K, scratch.coefs(), w,
-                             columns ? &cols : nullptr);
+                             columns ? &cols : nullptr, ahead);
             }
         }
     });

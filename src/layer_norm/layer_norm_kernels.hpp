@@ -29,14 +29,22 @@ struct LayerNormKernels : RunKernels<Ops> {
         });
     }
 
+    // One prefetch per 64 bytes of the next block (registers narrower than a line repeat
+    // it, which costs nothing).
+    static void prefetch_next(const NextBlock& next, int64_t at) {
+        if (next.a) __builtin_prefetch(next.a + at);
+        if (next.b) __builtin_prefetch(next.b + at);
+    }
+
     template <class HasShift>
     static void normalize_impl(HasShift, const float* x, float* y, int64_t rows, int64_t len, const RowCoefs& k,
-                               const float* w, const float* b) {
+                               const float* w, const float* b, const NextBlock& next) {
         for (int64_t r = 0; r < rows; ++r) {
             const f32 mh = Ops::splat(k.mean_hi[r]), rs = Ops::splat(k.r[r]), c = Ops::splat(k.c[r]);
             const float* xr = x + r * len;
             float* yr = y + r * len;
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
+                prefetch_next(next, r * len + i);
                 f32 v = ((load(full, xr + i, n) - mh) * rs + c) * load(full, w + i, n);
                 if constexpr (HasShift::value) v = v + load(full, b + i, n);
                 store(full, yr + i, v, n);
@@ -45,11 +53,11 @@ struct LayerNormKernels : RunKernels<Ops> {
     }
     // RMS norm has no shift: adding zeros would only cost (and turn -0 into +0).
     static void normalize(const float* x, float* y, int64_t rows, int64_t len, const RowCoefs& k, const float* w,
-                          const float* b) {
+                          const float* b, const NextBlock& next) {
         if (b)
-            normalize_impl(std::true_type{}, x, y, rows, len, k, w, b);
+            normalize_impl(std::true_type{}, x, y, rows, len, k, w, b, next);
         else
-            normalize_impl(std::false_type{}, x, y, rows, len, k, w, b);
+            normalize_impl(std::false_type{}, x, y, rows, len, k, w, b, next);
     }
 
     // sum[i] += double(part[i]), part[i] = 0, for i < len.
@@ -70,13 +78,15 @@ struct LayerNormKernels : RunKernels<Ops> {
 
     template <class HasDx, class HasCols, class HasShift>
     static void backward_impl(HasDx, HasCols, HasShift, const float* x, const float* dy, float* dx, int64_t rows,
-                              int64_t len, const RowCoefs& k, const float* w, const ColumnSums* cols) {
+                              int64_t len, const RowCoefs& k, const float* w, const ColumnSums* cols,
+                              const NextBlock& next) {
         for (int64_t r = 0; r < rows; ++r) {
             const f32 mh = Ops::splat(k.mean_hi[r]), rs = Ops::splat(k.r[r]);
             const f32 k1 = Ops::splat(HasDx::value ? k.k1[r] : 0.0f), k2 = Ops::splat(HasDx::value ? k.k2[r] : 0.0f);
             const float* xr = x + r * len;
             const float* gr = dy + r * len;
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
+                prefetch_next(next, r * len + i);
                 const f32 xv = load(full, xr + i, n), g = load(full, gr + i, n), d = xv - mh;
                 if constexpr (HasDx::value)
                     store(full, dx + r * len + i, ((g * load(full, w + i, n) - k1) - d * k2) * rs, n);
@@ -86,7 +96,7 @@ struct LayerNormKernels : RunKernels<Ops> {
                 }
             });
             if constexpr (HasCols::value) {
-                if ((r + 1) % kColumnRows == 0 || r + 1 == rows) {
+                if ((cols->row + r + 1) % kColumnRows == 0 || (r + 1 == rows && cols->ends_item)) {
                     flush_columns(cols->part_s, cols->sum_s, len);
                     if constexpr (HasShift::value) flush_columns(cols->part_b, cols->sum_b, len);
                 }
@@ -94,15 +104,18 @@ struct LayerNormKernels : RunKernels<Ops> {
         }
     }
     static void backward(const float* x, const float* dy, float* dx, int64_t rows, int64_t len, const RowCoefs& k,
-                         const float* w, const ColumnSums* cols) {
+                         const float* w, const ColumnSums* cols, const NextBlock& next) {
         using T = std::true_type;
         using F = std::false_type;
-        if (!cols) return backward_impl(T{}, F{}, F{}, x, dy, dx, rows, len, k, w, cols);
+        auto run = [&](auto has_dx, auto has_cols, auto has_shift) {
+            backward_impl(has_dx, has_cols, has_shift, x, dy, dx, rows, len, k, w, cols, next);
+        };
+        if (!cols) return run(T{}, F{}, F{});
         const bool shift = cols->sum_b != nullptr;
-        if (dx && shift) return backward_impl(T{}, T{}, T{}, x, dy, dx, rows, len, k, w, cols);
-        if (dx) return backward_impl(T{}, T{}, F{}, x, dy, dx, rows, len, k, w, cols);
-        if (shift) return backward_impl(F{}, T{}, T{}, x, dy, dx, rows, len, k, w, cols);
-        backward_impl(F{}, T{}, F{}, x, dy, dx, rows, len, k, w, cols);
+        if (dx && shift) return run(T{}, T{}, T{});
+        if (dx) return run(T{}, T{}, F{});
+        if (shift) return run(F{}, T{}, T{});
+        run(F{}, T{}, F{});
     }
 
     static const LayerNormKernelTable table;
@@ -110,8 +123,9 @@ struct LayerNormKernels : RunKernels<Ops> {
 
 template <class Ops>
 const LayerNormKernelTable LayerNormKernels<Ops>::table = {
-    &Base::stats_seg, &Base::stats_seg_double, &Base::stats_runs, &Base::wgrad_seg,
-    &Base::wgrad_seg_double, &Base::wgrad_runs, &add, &normalize, &backward,
+    &add,
+    &normalize,
+    &backward,
 };
 
 } // namespace nk
