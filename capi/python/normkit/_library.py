@@ -104,7 +104,7 @@ def _candidates():
     except ImportError:
         pass
     else:
-        places.append((package / LIBRARY_DIR / LIBRARY_NAME, "the install prefix"))
+        places.append((Path(os.path.normpath(package / LIBRARY_DIR / LIBRARY_NAME)), "the install prefix"))
     source = package.parents[2]
     if (source / "include" / "normkit" / "normkit.h").is_file():
         # A source checkout used with PYTHONPATH=capi/python: the release preset's build.
