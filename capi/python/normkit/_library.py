@@ -100,7 +100,7 @@ def _candidates():
     package = Path(__file__).resolve().parent
     places = [(package / LIBRARY_NAME, "next to the package")]
     try:
-        from ._installed import LIBRARY_DIR  # written by `cmake --install`
+        from ._installed import LIBRARY_DIR  # installed by `cmake --install`
     except ImportError:
         pass
     else:
@@ -124,8 +124,9 @@ def _load():
     raise ImportError("normkit: cannot load " + LIBRARY_NAME + "; tried\n  " + "\n  ".join(tried))
 
 
-def _bind(lib, path):
-    for name, (restype, argtypes) in PROTOTYPES.items():
+def _bind(lib, path, names):
+    for name in names:
+        restype, argtypes = PROTOTYPES[name]
         try:
             function = getattr(lib, name)
         except AttributeError:
@@ -135,7 +136,8 @@ def _bind(lib, path):
         function.argtypes = argtypes
 
 
-def _check_version(number, path):
+def _check_version(lib, path):
+    number = lib.nk_version()
     version = (number // 10000, number // 100 % 100, number % 100)
     if version[0] != ABI_MAJOR or version < MIN_VERSION:
         wanted = ".".join(map(str, MIN_VERSION))
@@ -145,15 +147,17 @@ def _check_version(number, path):
 
 
 lib, path = _load()
-_bind(lib, path)
-version = _check_version(lib.nk_version(), path)
+# The version first: a library of another major is named as such, not as missing a function.
+_bind(lib, path, ["nk_version"])
+version = _check_version(lib, path)
+_bind(lib, path, PROTOTYPES)
 
 
 def call(name, *args):
     """Calls the C function `name`; a status other than NK_OK raises Error."""
     status = getattr(lib, name)(*args)
     if status != Status.OK:
-        # The message is thread-local and the GIL is not needed for it: this thread's
-        # last call is the one just made.
+        # ctypes let other threads run during the call, but the message is kept per OS
+        # thread: this thread's last normkit call is the one just made.
         raise Error(name, status, lib.nk_status_string(status).decode(),
                     lib.nk_last_error_message().decode(errors="replace"))

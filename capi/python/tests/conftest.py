@@ -11,5 +11,5 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples")
 def pytest_sessionfinish(session, exitstatus):
     # pytest's exit code 5 alone reads like a crash under ctest: say what it means.
     if exitstatus == 5:
-        print(f"\nnormkit: no Python tests were collected under {session.config.args}: "
-              "check the test path and file names", file=sys.stderr)
+        print(f"\nnormkit: no Python test ran under {session.config.args} (none collected, or all "
+              "deselected): check the test path, file names and -k", file=sys.stderr)

@@ -51,6 +51,7 @@ def test_loaded_library_matches_header_version():
     header = tuple(int(re.search(rf"#define NK_VERSION_{part} (\d+)", text).group(1))
                    for part in ("MAJOR", "MINOR", "PATCH"))
     assert normkit.library_version == header
+    assert normkit.__version__ == "%d.%d.%d" % header
     if os.environ.get("NORMKIT_LIBRARY"):
         assert normkit.library_path == os.environ["NORMKIT_LIBRARY"]
 
@@ -164,6 +165,8 @@ def test_dlpack_torch_tensors_in_and_out_without_copies():
     running_mean, running_var = torch.zeros(5), torch.ones(5)
     normkit.batch_norm_forward_training(src, running_mean=running_mean, running_var=running_var)
     assert torch.all(running_mean != 0)
+    with pytest.raises(TypeError, match=r"^src: cannot import it through DLPack: .*require"):
+        normkit.batch_norm_forward_training(src.requires_grad_())
 
 
 def check_rejected(monkeypatch, error, pattern, op, *args, **kwargs):
