@@ -67,17 +67,13 @@ class Call:
 
     def input(self, name, value, shape=None, *, optional=False, written=False):
         """The address of an input (written: also updated in place, as running statistics)."""
-        if value is None:
-            if optional:
-                return None
-            raise TypeError(f"{name} is required")
-        return self._address(check_array(name, value, shape, output=written))
+        if value is None and optional:
+            return None
+        return self._address(self._required(name, value, shape, output=written))
 
     def tensor(self, name, value):
         """The address of the call's first tensor, whose shape sets the others, and that shape."""
-        if value is None:
-            raise TypeError(f"{name} is required")
-        array = check_array(name, value)
+        array = self._required(name, value)
         if array.ndim < 2:
             raise ValueError(f"{name} has shape {array.shape}: expected at least 2 dimensions")
         return self._address(array), array.shape
@@ -94,6 +90,12 @@ class Call:
             return self._address(self.results[name])
         self.results[name] = given
         return self._address(check_array(f"out ({name})", given, shape, output=True))
+
+    @staticmethod
+    def _required(name, value, shape=None, output=False):
+        if value is None:
+            raise TypeError(f"{name} is required")
+        return check_array(name, value, shape, output=output)
 
     def _address(self, array):
         self._arrays.append(array)
