@@ -42,7 +42,8 @@ class _BatchNormFunction(torch.autograd.Function):
         dst = torch.empty_like(src)
         channels = input.shape[1]
         if use_batch_stats:
-            save_mean, save_invstd = torch.empty(channels), torch.empty(channels)
+            save_mean = torch.empty(channels, dtype=torch.float32)
+            save_invstd = torch.empty(channels, dtype=torch.float32)
             _bn.batch_norm_forward_training(src, scale, shift, running_mean, running_var, layout=layout,
                                             epsilon=eps, momentum=momentum,
                                             out=(dst, save_mean, save_invstd), context=context)
@@ -65,8 +66,7 @@ class _BatchNormFunction(torch.autograd.Function):
         grad = grad_output.movedim(1, -1) if ctx.layout == _bn.Layout.NSC else grad_output
         grad = grad.contiguous()
         need_src, need_weight, need_bias = ctx.needs_input_grad[:3]
-        outputs = [name for name, needed in zip(_bn.BackwardResult._fields, (need_src, need_weight, need_bias))
-                   if needed]
+        outputs = [name for name, needed in zip(_bn.BackwardResult._fields, ctx.needs_input_grad[:3]) if needed]
         diff_src = torch.empty_like(src) if need_src else None
         diff_scale = torch.empty_like(save_mean) if need_weight else None
         diff_shift = torch.empty_like(save_mean) if need_bias else None

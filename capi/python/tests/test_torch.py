@@ -53,8 +53,9 @@ def make_input(shape, seed, channels_last):
 def test_same_parameters_buffers_and_state_dict_as_torch(dims, kwargs):
     ours, theirs = MODULES[dims][0](6, **kwargs), MODULES[dims][1](6, **kwargs)
     assert isinstance(ours, MODULES[dims][1])
-    assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in theirs.named_parameters()]
-    assert [(n, b.shape) for n, b in ours.named_buffers()] == [(n, b.shape) for n, b in theirs.named_buffers()]
+    shapes = lambda named: [(name, tensor.shape) for name, tensor in named]
+    assert shapes(ours.named_parameters()) == shapes(theirs.named_parameters())
+    assert shapes(ours.named_buffers()) == shapes(theirs.named_buffers())
     assert ours.state_dict().keys() == theirs.state_dict().keys()
     assert repr(ours).split("(", 1)[1] == repr(theirs).split("(", 1)[1]
     ours.load_state_dict(theirs.state_dict())
