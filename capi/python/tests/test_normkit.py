@@ -282,3 +282,24 @@ def test_context_errors():
     context.close()
     with pytest.raises(ValueError, match="closed"):
         normkit.batch_norm_forward_training(data((4, 2), 23), context=context)
+
+
+def test_threads_get_their_own_results_and_messages():
+    """ctypes lets threads call normkit at once; each must read its own error message."""
+    import concurrent.futures
+
+    src = data((32, 8, 40), 24, 1.0)
+    expected = normkit.batch_norm_forward_training(src)
+
+    def work(index):
+        for step in range(20):
+            if (index + step) % 2:
+                momentum = 2.0 + index
+                with pytest.raises(normkit.Error) as caught:
+                    normkit.batch_norm_forward_training(src, momentum=momentum)
+                assert caught.value.message == f"desc->momentum is {momentum:g}: must be in [0, 1]"
+            else:
+                np.testing.assert_array_equal(normkit.batch_norm_forward_training(src).dst, expected.dst)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(4)))
