@@ -32,7 +32,7 @@ def check_array(name, value, shape=None, *, output=False):
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} is not C-contiguous (strides {array.strides}): normkit reads "
                          "dense row-major buffers; pass np.ascontiguousarray(...)")
-    if array.ctypes.data % DTYPE.alignment:
+    if not array.flags.aligned:
         raise ValueError(f"{name} starts at address {array.ctypes.data:#x}, not aligned for float32")
     # NumPy marks arrays imported through DLPack read-only because the protocol cannot say
     # whether they are; the producer (a torch tensor) lent them to be written.
