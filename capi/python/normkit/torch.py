@@ -65,8 +65,9 @@ class _BatchNormFunction(torch.autograd.Function):
         # in src's layout.
         grad = grad_output.movedim(1, -1) if ctx.layout == _bn.Layout.NSC else grad_output
         grad = grad.contiguous()
-        need_src, need_weight, need_bias = ctx.needs_input_grad[:3]
-        outputs = [name for name, needed in zip(_bn.BackwardResult._fields, ctx.needs_input_grad[:3]) if needed]
+        needed = ctx.needs_input_grad[:3]
+        need_src, need_weight, need_bias = needed
+        outputs = [name for name, need in zip(_bn.BackwardResult._fields, needed) if need]
         diff_src = torch.empty_like(src) if need_src else None
         diff_scale = torch.empty_like(save_mean) if need_weight else None
         diff_shift = torch.empty_like(save_mean) if need_bias else None
@@ -94,10 +95,11 @@ class _NormkitBatchNorm:
                 raise TypeError(f"{name} is {tensor.dtype} on {tensor.device}: "
                                 f"normkit.torch.{type(self).__name__} computes in float32 on the CPU")
         # torch's own rules: which statistics normalize, which running statistics move, by how much.
-        momentum = 0.0
+        momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
         running_mean = self.running_mean if track else None
