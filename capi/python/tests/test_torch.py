@@ -179,3 +179,31 @@ def test_context_and_errors():
         nkt.BatchNorm1d(3)(torch.randn(4, 3, dtype=torch.float64))
     with pytest.raises(normkit.Error, match="Expected more than 1 value per channel"):
         nkt.BatchNorm1d(3)(torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("make,layout,shared", [
+    (lambda x: x, normkit.Layout.NCS, True),
+    (lambda x: x.contiguous(memory_format=torch.channels_last), normkit.Layout.NSC, True),
+    (lambda x: x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), normkit.Layout.NSC, True),
+    (lambda x: x[:, :, :, ::2], normkit.Layout.NCS, False),  # neither: computed on a copy
+])
+def test_memory_is_used_in_place_when_dense(monkeypatch, make, layout, shared):
+    calls = []
+    original = normkit.batch_norm.batch_norm_forward_training
+
+    def spy(src, *args, **kwargs):
+        calls.append((kwargs["layout"], src.data_ptr()))
+        return original(src, *args, **kwargs)
+
+    monkeypatch.setattr(normkit.batch_norm, "batch_norm_forward_training", spy)
+    module, judge = nkt.BatchNorm2d(5), torch.nn.BatchNorm2d(5).double()
+    x = make(make_input((4, 5, 6, 8), 10, False)).requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    y, y64 = module(x), judge(x64)
+    assert len(calls) == 1 and calls[0][0] == layout
+    assert (calls[0][1] == x.data_ptr()) == shared
+    assert max_rel(y, y64, torch.ones(())) <= 1e-5
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(11))
+    y.backward(dy)
+    y64.backward(dy.double())
+    assert max_rel(x.grad, x64.grad, x64.grad.abs().max()) <= 1e-5
