@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's two commands. Installs what is missing (Debian 12, as root), builds, runs.
 #   bash cmake/run.sh bench   build and print the benchmark report (the main job)
-#   bash cmake/run.sh test    build and run every test: release, then ASan+UBSan, then TSan
+#   bash cmake/run.sh test    build and run every test: release (with the Python and install
+#                             tests), then ASan+UBSan, then TSan
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mode=${1:-}
@@ -9,6 +10,8 @@ case "$mode" in bench | test) ;; *) echo "usage: bash cmake/run.sh bench|test" >
 
 packages=(cmake ninja-build g++ binutils libtbb-dev libxsimd-dev doctest-dev)
 [ "$mode" = bench ] && packages+=(libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev)
+# The Python package's tests (Debian's /usr/bin/python3) and the install test's pkg-config.
+[ "$mode" = test ] && packages+=(python3-numpy python3-torch python3-pytest python3-sklearn python3-matplotlib pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,102 @@
+"""Arrays in and out of a normkit call: every argument goes through check_array."""
+
+import numpy as np
+
+DTYPE = np.dtype(np.float32)
+
+
+def _as_ndarray(name, value):
+    """A NumPy view of value (an ndarray or a DLPack producer such as a torch tensor)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__dlpack__"):
+        try:
+            return np.from_dlpack(value)
+        except (BufferError, RuntimeError, TypeError, ValueError) as error:
+            raise TypeError(f"{name}: cannot import it through DLPack: {error}") from None
+    raise TypeError(f"{name} is a {type(value).__name__}: expected a NumPy array or an object "
+                    "with __dlpack__ (a torch tensor)")
+
+
+def check_array(name, value, shape=None, *, output=False):
+    """Returns value as a float32, C-contiguous, aligned ndarray sharing its memory.
+
+    shape: the exact shape expected (None: any, at least 1-d). output: the library
+    writes to it. Raises TypeError or ValueError naming the argument; nothing is copied.
+    """
+    array = _as_ndarray(name, value)
+    if array.dtype != DTYPE:
+        raise TypeError(f"{name} has dtype {array.dtype}: normkit computes in float32")
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {array.shape}, expected {tuple(shape)}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} is not C-contiguous (strides {array.strides}): normkit reads "
+                         "dense row-major buffers; pass np.ascontiguousarray(...)")
+    if not array.flags.aligned:
+        raise ValueError(f"{name} starts at address {array.ctypes.data:#x}, not aligned for float32")
+    # NumPy marks arrays imported through DLPack read-only because the protocol cannot say
+    # whether they are; the producer (a torch tensor) lent them to be written.
+    if output and isinstance(value, np.ndarray) and not array.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return array
+
+
+class Call:
+    """Collects one call's buffers: checks each, allocates the outputs not given.
+
+    Arguments are checked as they are added, so a bad one raises before the C
+    function is reached. results maps each output's name to what the caller gets
+    back: the object given in out= (returned as is), or a new ndarray.
+    """
+
+    def __init__(self, out, output_names):
+        self.results = dict.fromkeys(output_names)
+        self._given = self._split_out(out, output_names)
+        # The arrays whose addresses were handed out, alive until the call is over.
+        self._arrays = []
+
+    @staticmethod
+    def _split_out(out, names):
+        if out is None:
+            return dict.fromkeys(names)
+        if not isinstance(out, tuple):
+            out = (out,) + (None,) * (len(names) - 1)
+        if len(out) != len(names):
+            raise ValueError(f"out has {len(out)} entries, expected {len(names)}: ({', '.join(names)})")
+        return dict(zip(names, out))
+
+    def input(self, name, value, shape=None, *, optional=False, written=False):
+        """The address of an input (written: also updated in place, as running statistics)."""
+        if value is None and optional:
+            return None
+        return self._address(self._required(name, value, shape, output=written))
+
+    def tensor(self, name, value):
+        """The address of the call's first tensor, whose shape sets the others, and that shape."""
+        array = self._required(name, value)
+        if array.ndim < 2:
+            raise ValueError(f"{name} has shape {array.shape}: expected at least 2 dimensions")
+        return self._address(array), array.shape
+
+    def output(self, name, shape, *, wanted=True):
+        """The address of an output: the array given in out=, else a new one."""
+        given = self._given[name]
+        if not wanted:
+            if given is not None:
+                raise ValueError(f"out gives {name}, which this call does not compute")
+            return None
+        if given is None:
+            self.results[name] = np.empty(shape, DTYPE)
+            return self._address(self.results[name])
+        self.results[name] = given
+        return self._address(check_array(f"out ({name})", given, shape, output=True))
+
+    @staticmethod
+    def _required(name, value, shape=None, output=False):
+        if value is None:
+            raise TypeError(f"{name} is required")
+        return check_array(name, value, shape, output=output)
+
+    def _address(self, array):
+        self._arrays.append(array)
+        return array.ctypes.data

@@ -1,0 +1,114 @@
+"""Batch normalization: nk_batch_norm_forward_training, _forward_inference, _backward.
+
+A tensor is (N, C, *spatial) in the NCS layout and (N, *spatial, C) in the NSC layout
+(channels-last); per-channel arrays have C values. Every array is float32, C-contiguous
+and aligned; outputs are allocated unless given in out= (an array, or a tuple with one
+entry per output, None where one should be allocated).
+"""
+
+import collections
+import ctypes
+import enum
+import math
+
+from . import _context
+from ._arrays import Call
+from ._library import BatchNormDesc, call
+
+
+class Layout(enum.IntEnum):
+    """NK_LAYOUT_*: where the channel axis of a tensor is."""
+
+    NCS = 0  # channels-first: (N, C, *spatial)
+    NSC = 1  # channels-last: (N, *spatial, C)
+
+
+KERAS_MOMENTUM = 0x1
+BIASED_RUNNING_VAR = 0x2
+USE_GLOBAL_STATS = 0x4
+
+TrainingResult = collections.namedtuple("TrainingResult", "dst save_mean save_invstd")
+BackwardResult = collections.namedtuple("BackwardResult", "diff_src diff_scale diff_shift")
+
+
+def _desc(shape, layout, epsilon=1e-5, momentum=0.1, flags=0):
+    """The descriptor of a tensor of this shape, from nk_batch_norm_desc_init's defaults."""
+    try:
+        layout = Layout(layout)
+    except ValueError:
+        raise ValueError(f"layout is {layout!r}: expected normkit.Layout.NCS or .NSC") from None
+    if layout == Layout.NCS:
+        n, c, spatial = shape[0], shape[1], math.prod(shape[2:])
+    else:
+        n, c, spatial = shape[0], shape[-1], math.prod(shape[1:-1])
+    desc = BatchNormDesc()
+    call("nk_batch_norm_desc_init", ctypes.byref(desc), layout, n, c, spatial)
+    desc.epsilon = epsilon
+    desc.momentum = momentum
+    desc.flags = flags
+    return desc
+
+
+def batch_norm_forward_training(src, scale=None, shift=None, running_mean=None, running_var=None, *,
+                                layout=Layout.NCS, epsilon=1e-5, momentum=0.1, keras_momentum=False,
+                                biased_running_var=False, out=None, context=None):
+    """Normalizes src with its batch statistics; returns (dst, save_mean, save_invstd).
+
+    running_mean and running_var (both or neither) are updated in place:
+    running = (1 - momentum)*running + momentum*batch, or with keras_momentum
+    momentum*running + (1 - momentum)*batch; the variance is the unbiased one unless
+    biased_running_var. momentum = 1/k at step k gives PyTorch's cumulative average.
+    """
+    flags = (KERAS_MOMENTUM if keras_momentum else 0) | (BIASED_RUNNING_VAR if biased_running_var else 0)
+    args = Call(out, TrainingResult._fields)
+    src_address, shape = args.tensor("src", src)
+    desc = _desc(shape, layout, epsilon, momentum, flags)
+    channels = (desc.c,)
+    call("nk_batch_norm_forward_training", _context.handle(context), ctypes.byref(desc),
+         src_address, args.output("dst", shape),
+         args.input("scale", scale, channels, optional=True),
+         args.input("shift", shift, channels, optional=True),
+         args.input("running_mean", running_mean, channels, optional=True, written=True),
+         args.input("running_var", running_var, channels, optional=True, written=True),
+         args.output("save_mean", channels), args.output("save_invstd", channels))
+    return TrainingResult(**args.results)
+
+
+def batch_norm_forward_inference(src, mean, variance, scale=None, shift=None, *,
+                                 layout=Layout.NCS, epsilon=1e-5, out=None, context=None):
+    """(src - mean) / sqrt(variance + epsilon) * scale + shift; returns dst."""
+    args = Call(out, ("dst",))
+    src_address, shape = args.tensor("src", src)
+    desc = _desc(shape, layout, epsilon)
+    channels = (desc.c,)
+    call("nk_batch_norm_forward_inference", _context.handle(context), ctypes.byref(desc),
+         src_address, args.output("dst", shape),
+         args.input("scale", scale, channels, optional=True),
+         args.input("shift", shift, channels, optional=True),
+         args.input("mean", mean, channels), args.input("variance", variance, channels))
+    return args.results["dst"]
+
+
+def batch_norm_backward(src, diff_dst, save_mean, save_invstd, scale=None, *, layout=Layout.NCS,
+                        use_global_stats=False, outputs=BackwardResult._fields, out=None, context=None):
+    """Gradients of a batch norm; returns (diff_src, diff_scale, diff_shift).
+
+    save_mean, save_invstd: those of the training forward; with use_global_stats the
+    statistics are constants (pass the running mean and 1/sqrt(running_var + epsilon)).
+    outputs: the names of the gradients to compute; the others are returned as None.
+    """
+    unknown = set(outputs) - set(BackwardResult._fields)
+    if unknown:
+        raise ValueError(f"outputs names {sorted(unknown)}: expected a subset of {BackwardResult._fields}")
+    args = Call(out, BackwardResult._fields)
+    src_address, shape = args.tensor("src", src)
+    desc = _desc(shape, layout, flags=USE_GLOBAL_STATS if use_global_stats else 0)
+    channels = (desc.c,)
+    call("nk_batch_norm_backward", _context.handle(context), ctypes.byref(desc),
+         src_address, args.input("diff_dst", diff_dst, shape),
+         args.input("scale", scale, channels, optional=True),
+         args.input("save_mean", save_mean, channels), args.input("save_invstd", save_invstd, channels),
+         args.output("diff_src", shape, wanted="diff_src" in outputs),
+         args.output("diff_scale", channels, wanted="diff_scale" in outputs),
+         args.output("diff_shift", channels, wanted="diff_shift" in outputs))
+    return BackwardResult(**args.results)
