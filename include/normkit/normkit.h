@@ -203,6 +203,48 @@ NK_API nk_status nk_rms_norm_backward(
     const void* src, const void* diff_dst, const float* scale, const float* save_invrms,
     void* diff_src, float* diff_scale);
 
+/* ---- Group normalization and instance normalization ---------------------- */
+
+/* An (N, C, S) tensor in NK_LAYOUT_NCS or NK_LAYOUT_NSC, its C channels in `groups`
+ * groups of C / groups consecutive channels. Statistics per (sample n, group g) over
+ * its C / groups channels x S values (biased variance), as torch.nn.functional.group_norm:
+ *   dst = (src - mean) * invstd * scale[c] + shift[c],  invstd = 1 / sqrt(var + epsilon).
+ * groups == C is instance norm; groups == 1 normalizes each sample over (C, S). A group
+ * of one value (C / groups * S == 1) gives dst = shift. A group's results depend on its
+ * own values and the parameters only: never on the other samples, the thread count or
+ * the ISA path. */
+typedef struct nk_group_norm_desc {
+    uint32_t struct_size; /* sizeof(nk_group_norm_desc); fields are only ever appended */
+    int32_t  layout;      /* NK_LAYOUT_NCS or NK_LAYOUT_NSC */
+    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  reserved0;   /* must be 0 */
+    int64_t  n, c, spatial;
+    int64_t  groups;      /* >= 1 and divides c */
+    float    epsilon;     /* > 0 and finite; default 1e-5 */
+    uint32_t flags;       /* none defined yet: must be 0 */
+} nk_group_norm_desc;
+
+NK_API nk_status nk_group_norm_desc_init(nk_group_norm_desc* desc, int32_t layout, int64_t n, int64_t c,
+                                         int64_t spatial, int64_t groups);
+
+/* scale / shift: c values each, NULL for 1 / 0. save_mean / save_invstd: n * groups
+ * values (index n * groups + g) each, NULL when not wanted. dst may equal src. */
+NK_API nk_status nk_group_norm_forward(
+    nk_context* ctx, const nk_group_norm_desc* desc,
+    const void* src, void* dst, const float* scale, const float* shift,
+    float* save_mean, float* save_invstd);
+
+/* With xhat = (src - save_mean) * save_invstd and g = diff_dst * scale[c], per group:
+ *   diff_src   = save_invstd * (g - mean(g) - xhat * mean(g * xhat))
+ *   diff_scale = sum over n and s of diff_dst * xhat,  diff_shift = sum of diff_dst (per channel).
+ * scale may be NULL (1). Each of diff_src, diff_scale, diff_shift may be NULL.
+ * diff_src may equal diff_dst; any other overlap is an error. */
+NK_API nk_status nk_group_norm_backward(
+    nk_context* ctx, const nk_group_norm_desc* desc,
+    const void* src, const void* diff_dst, const float* scale,
+    const float* save_mean, const float* save_invstd,
+    void* diff_src, float* diff_scale, float* diff_shift);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

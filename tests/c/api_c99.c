@@ -286,12 +286,49 @@ static void test_layer_norm(void) {
     CHECK(message_names("epsilon"));
 }
 
+/* Group norm on 2 samples x 4 channels x 3 values, channels-last, 2 groups. */
+static void test_group_norm(void) {
+    enum { GN = 2, GC = 4, GS = 3, G = 2, GCOUNT = GN * GC * GS };
+    nk_group_norm_desc desc;
+    float src[GCOUNT], dst[GCOUNT], dy[GCOUNT], diff_src[GCOUNT], mean[GN * G], invstd[GN * G];
+    float diff_scale[GC], diff_shift[GC];
+    int n, g, c, s, all_close = 1;
+    for (n = 0; n < GCOUNT; ++n) {
+        src[n] = (float)((n * 5) % 9) * 0.5f - 1.0f;
+        dy[n] = (float)((n * 3) % 7) * 0.25f - 0.7f;
+    }
+    CHECK(sizeof(nk_group_norm_desc) == 56 && offsetof(nk_group_norm_desc, groups) == 40);
+    CHECK(nk_group_norm_desc_init(&desc, NK_LAYOUT_NSC, GN, GC, GS, G) == NK_OK && desc.epsilon == 1e-5f);
+    CHECK(nk_group_norm_forward(NULL, &desc, src, dst, NULL, NULL, mean, invstd) == NK_OK);
+    for (n = 0; n < GN; ++n)
+        for (g = 0; g < G; ++g) {
+            double m = 0, v = 0;
+            for (c = g * 2; c < g * 2 + 2; ++c)
+                for (s = 0; s < GS; ++s) m += src[(n * GS + s) * GC + c];
+            m /= 2 * GS;
+            for (c = g * 2; c < g * 2 + 2; ++c)
+                for (s = 0; s < GS; ++s) v += (src[(n * GS + s) * GC + c] - m) * (src[(n * GS + s) * GC + c] - m);
+            v /= 2 * GS;
+            all_close &= close_to(mean[n * G + g], m, 1e-6) && close_to(invstd[n * G + g], 1 / sqrt(v + 1e-5), 1e-6);
+            for (c = g * 2; c < g * 2 + 2; ++c)
+                for (s = 0; s < GS; ++s)
+                    all_close &= close_to(dst[(n * GS + s) * GC + c], (src[(n * GS + s) * GC + c] - m) / sqrt(v + 1e-5), 1e-5);
+        }
+    CHECK(all_close);
+    CHECK(nk_group_norm_backward(NULL, &desc, src, dy, NULL, mean, invstd, diff_src, diff_scale, diff_shift) == NK_OK);
+    CHECK(message_is_empty());
+    desc.groups = 3;
+    CHECK(nk_group_norm_forward(NULL, &desc, src, dst, NULL, NULL, NULL, NULL) == NK_ERROR_INVALID_ARGUMENT);
+    CHECK(message_names("groups"));
+}
+
 int main(void) {
     test_version_and_status();
     test_desc_layout();
     test_context();
     test_batch_norm();
     test_layer_norm();
+    test_group_norm();
     printf("normkit %u from C99: %d passed, %d failed\n", (unsigned)nk_version(), g_passed, g_failed);
     return g_failed != 0;
 }
