@@ -364,63 +364,92 @@ struct RunKernels {
         }
     }
 
+    // The lane passes walk a register of lanes down kLaneRows rows at a time, its
+    // coefficients or sums held in registers: per lane the same operations in the same row
+    // order as a row-by-row walk. body(full, l, n, r0, r1) handles lanes [l, l + n) of rows
+    // [r0, r1).
+    static constexpr int64_t kLaneRows = 8;
+    template <class Body>
+    [[gnu::always_inline]] static void for_lane_blocks(int64_t rows, int64_t width, Body&& body) {
+        for (int64_t r0 = 0; r0 < rows; r0 += kLaneRows) {
+            const int64_t r1 = std::min(rows, r0 + kLaneRows);
+            for_registers(width, [&](auto full, int64_t l, int64_t n) { body(full, l, n, r0, r1); });
+        }
+    }
+
     // `rows` rows of `width` lanes, `stride` apart: y = (x - mh[l]) * a[l] + b[l].
     static void affine_lanes(const float* x, float* y, int64_t rows, int64_t width, int64_t stride, const float* mh,
                              const float* a, const float* b) {
-        for (int64_t r = 0; r < rows; ++r)
-            for_registers(width, [&](auto full, int64_t l, int64_t n) {
-                const f32 v = (load(full, x + r * stride + l, n) - load(full, mh + l, n)) * load(full, a + l, n) +
-                              load(full, b + l, n);
-                store(full, y + r * stride + l, v, n);
-            });
+        for_lane_blocks(rows, width, [&](auto full, int64_t l, int64_t n, int64_t r0, int64_t r1) {
+            const f32 m = load(full, mh + l, n), av = load(full, a + l, n), bv = load(full, b + l, n);
+            for (int64_t r = r0; r < r1; ++r)
+                store(full, y + r * stride + l, (load(full, x + r * stride + l, n) - m) * av + bv, n);
+        });
     }
 
     // Lane l: dx = ((dy * w[l] - k1[l]) - (x - mh[l]) * k2[l]) * r[l].
     static void diff_lanes(const float* x, const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                            const RunCoefs& k) {
-        for (int64_t r = 0; r < rows; ++r)
-            for_registers(width, [&](auto full, int64_t l, int64_t n) {
+        for_lane_blocks(rows, width, [&](auto full, int64_t l, int64_t n, int64_t r0, int64_t r1) {
+            const f32 m = load(full, k.mh + l, n), w = load(full, k.w + l, n), k1 = load(full, k.k1 + l, n),
+                      k2 = load(full, k.k2 + l, n), rs = load(full, k.r + l, n);
+            for (int64_t r = r0; r < r1; ++r) {
                 const int64_t at = r * stride + l;
-                const f32 v = ((load(full, dy + at, n) * load(full, k.w + l, n) - load(full, k.k1 + l, n)) -
-                               (load(full, x + at, n) - load(full, k.mh + l, n)) * load(full, k.k2 + l, n)) *
-                              load(full, k.r + l, n);
-                store(full, dx + at, v, n);
-            });
+                store(full, dx + at, ((load(full, dy + at, n) * w - k1) - (load(full, x + at, n) - m) * k2) * rs, n);
+            }
+        });
     }
 
     // Lane sums with every term in double, rows in order: acc1[l] += x - p[l],
     // acc2[l] += (x - p[l])^2 (stats), or acc1[l] += dy, acc2[l] += dy * (x - p[l]) (grads,
-    // dy given). Each lane's sums depend on its own values alone, in row order.
+    // dy given). Each lane's sums depend on its own values alone, added in row order.
     template <class HasDy>
     static void lane_sums_impl(HasDy, const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
                                const float* p, double* acc1, double* acc2) {
         constexpr int kH = int(kF32 / kF64);
-        for (int64_t r = 0; r < rows; ++r)
-            for_registers(width, [&](auto full, int64_t l, int64_t n) {
-                f64 xv[kH], pv[kH], g[kH];
+        for_lane_blocks(rows, width, [&](auto full, int64_t l, int64_t n, int64_t r0, int64_t r1) {
+            // A partial register goes through a copy: the lanes past n start from 0 and are
+            // never stored.
+            constexpr bool kFull = decltype(full)::value;
+            alignas(64) double a1[kF32] = {}, a2[kF32] = {};
+            if constexpr (!kFull)
+                for (int64_t j = 0; j < n; ++j) {
+                    a1[j] = acc1[l + j];
+                    a2[j] = acc2[l + j];
+                }
+            double* d1 = kFull ? acc1 + l : a1;
+            double* d2 = kFull ? acc2 + l : a2;
+            f64 s1[kH], s2[kH], pv[kH];
+            for (int h = 0; h < kH; ++h) {
+                s1[h] = Ops::loadd(d1 + h * kF64);
+                s2[h] = Ops::loadd(d2 + h * kF64);
+            }
+            widen_into(load(full, p + l, n), pv, 0);
+            for (int64_t r = r0; r < r1; ++r) {
+                f64 xv[kH], g[kH];
                 widen_into(load(full, x + r * stride + l, n), xv, 0);
-                widen_into(load(full, p + l, n), pv, 0);
                 if constexpr (HasDy::value) widen_into(load(full, dy + r * stride + l, n), g, 0);
                 for (int h = 0; h < kH; ++h) {
-                    const int64_t at = l + h * kF64;
-                    if (h * kF64 >= n) break;
                     const f64 d = xv[h] - pv[h];
-                    const f64 t1 = HasDy::value ? g[h] : d, t2 = HasDy::value ? g[h] * d : d * d;
-                    const int64_t valid = n - h * kF64;
-                    if (valid >= kF64) {
-                        Ops::stored(acc1 + at, Ops::loadd(acc1 + at) + t1);
-                        Ops::stored(acc2 + at, Ops::loadd(acc2 + at) + t2);
-                    } else { // the last lanes of the row, one at a time
-                        alignas(64) double a1[kF64], a2[kF64];
-                        Ops::stored(a1, t1);
-                        Ops::stored(a2, t2);
-                        for (int64_t j = 0; j < valid; ++j) {
-                            acc1[at + j] += a1[j];
-                            acc2[at + j] += a2[j];
-                        }
+                    if constexpr (HasDy::value) {
+                        s1[h] = s1[h] + g[h];
+                        s2[h] = s2[h] + g[h] * d;
+                    } else {
+                        s1[h] = s1[h] + d;
+                        s2[h] = s2[h] + d * d;
                     }
                 }
-            });
+            }
+            for (int h = 0; h < kH; ++h) {
+                Ops::stored(d1 + h * kF64, s1[h]);
+                Ops::stored(d2 + h * kF64, s2[h]);
+            }
+            if constexpr (!kFull)
+                for (int64_t j = 0; j < n; ++j) {
+                    acc1[l + j] = a1[j];
+                    acc2[l + j] = a2[j];
+                }
+        });
     }
     static void lane_stats(const float* x, int64_t rows, int64_t width, int64_t stride, const float* pivot,
                            double* acc1, double* acc2) {

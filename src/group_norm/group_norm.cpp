@@ -66,14 +66,15 @@ void for_blocks(const ExecConfig& config, const Shape& sh, Body body) {
     });
 }
 
-// Per (n, block, channel) sums of the channels-last lane reductions.
+// Per (n, block, channel) sums of the channels-last lane reductions, and per (n, channel)
+// the value they are taken from (the pivot, or backward's saved mean).
 struct LaneSums {
     Scratch storage;
     double *s1, *s2;
     float* center;
     int64_t C, B;
     explicit LaneSums(const Shape& sh)
-        : storage(size_t(sh.N * sh.blocks() * sh.C) * (2 * sizeof(double) + sizeof(float))),
+        : storage(size_t(sh.N * sh.C) * ((2 * sh.blocks()) * sizeof(double) + sizeof(float))),
           s1(static_cast<double*>(storage.data())), s2(s1 + sh.N * sh.blocks() * sh.C),
           center(reinterpret_cast<float*>(s2 + sh.N * sh.blocks() * sh.C)), C(sh.C), B(sh.blocks()) {}
     int64_t at(int64_t n, int64_t p) const { return (n * B + p) * C; }
@@ -105,21 +106,24 @@ void forward_channels_last(const ExecConfig& config, const Shape& sh, const Grou
                            const float* shift, float* save_mean, float* save_invstd) {
     const int64_t C = sh.C, R = sh.block_rows();
     LaneSums sums(sh);
-    // Each channel's sums over each block of rows, from a pivot of 4 of its values.
+    // One pivot per (sample, channel) for all its blocks (4 of its values spread over the
+    // sample), so that a channel's block sums simply add.
+    config.threads.parallel_for(sh.N, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n)
+            for (int64_t c = 0; c < C; ++c) {
+                double sum = 0;
+                for (int64_t q = 0; q < 4; ++q) sum += src[rows_at(sh, n, q * sh.S / 4) + c];
+                sums.center[n * C + c] = float(sum / 4);
+            }
+    });
     for_blocks(config, sh, [&](int64_t n, int64_t blk) {
         const int64_t r0 = blk * R, rows = std::min(R, sh.S - r0), at = sums.at(n, blk);
-        const float* x = src + rows_at(sh, n, r0);
-        for (int64_t c = 0; c < C; ++c) {
-            double sum = 0;
-            for (int64_t q = 0; q < 4; ++q) sum += x[q * rows / 4 * C + c];
-            sums.center[at + c] = float(sum / 4);
-        }
         std::fill(sums.s1 + at, sums.s1 + at + C, 0.0);
         std::fill(sums.s2 + at, sums.s2 + at + C, 0.0);
-        k.lane_stats(x, rows, C, C, sums.center + at, sums.s1 + at, sums.s2 + at);
+        k.lane_stats(src + rows_at(sh, n, r0), rows, C, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
     });
-    // Per group: its channels in order, each channel's blocks in order; then the
-    // coefficients of every channel of every sample.
+    // Per group: each channel's blocks added in order, its moments, the channels merged in
+    // order (Chan); then the coefficients of every channel of every sample.
     const int64_t lanes = sh.N * C;
     Scratch coef_storage(size_t(3 * lanes) * sizeof(float));
     float* mh = static_cast<float*>(coef_storage.data());
@@ -128,14 +132,16 @@ void forward_channels_last(const ExecConfig& config, const Shape& sh, const Grou
         for (int64_t q = begin; q < end; ++q) {
             const int64_t n = q / sh.G, c0 = q % sh.G * sh.Cg;
             double count = 0, mean = 0, m2 = 0;
-            for (int64_t c = c0; c < c0 + sh.Cg; ++c)
+            for (int64_t c = c0; c < c0 + sh.Cg; ++c) {
+                double s1 = 0, s2 = 0;
                 for (int64_t blk = 0; blk < sh.blocks(); ++blk) {
-                    const int64_t i = sums.at(n, blk) + c;
-                    const double rows = double(std::min(R, sh.S - blk * R));
-                    double mean_b, m2_b;
-                    moments_from_sums(rows, sums.s1[i], sums.s2[i], double(sums.center[i]), mean_b, m2_b);
-                    chan_merge(count, mean, m2, rows, mean_b, m2_b);
+                    s1 += sums.s1[sums.at(n, blk) + c];
+                    s2 += sums.s2[sums.at(n, blk) + c];
                 }
+                double mean_c, m2_c;
+                moments_from_sums(double(sh.S), s1, s2, double(sums.center[n * C + c]), mean_c, m2_c);
+                chan_merge(count, mean, m2, double(sh.S), mean_c, m2_c);
+            }
             const GroupStats st = finish_stats(mean, m2, count, p.epsilon);
             if (save_mean) save_mean[q] = st.hi;
             if (save_invstd) save_invstd[q] = float(st.invstd);
@@ -239,12 +245,13 @@ void backward_channels_last(const ExecConfig& config, const Shape& sh, const Run
                             const float* save_invstd, float* diff_src, BackwardScratch& w) {
     const int64_t C = sh.C, R = sh.block_rows();
     LaneSums sums(sh);
+    for (int64_t n = 0; n < sh.N; ++n)
+        for (int64_t c = 0; c < C; ++c) sums.center[n * C + c] = save_mean[n * sh.G + c / sh.Cg];
     for_blocks(config, sh, [&](int64_t n, int64_t blk) {
         const int64_t r0 = blk * R, rows = std::min(R, sh.S - r0), at = sums.at(n, blk), x_at = rows_at(sh, n, r0);
-        for (int64_t c = 0; c < C; ++c) sums.center[at + c] = save_mean[n * sh.G + c / sh.Cg];
         std::fill(sums.s1 + at, sums.s1 + at + C, 0.0);
         std::fill(sums.s2 + at, sums.s2 + at + C, 0.0);
-        k.lane_grads(src + x_at, diff_dst + x_at, rows, C, C, sums.center + at, sums.s1 + at, sums.s2 + at);
+        k.lane_grads(src + x_at, diff_dst + x_at, rows, C, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
     });
     config.threads.parallel_for(sh.N * sh.G, [&](int64_t begin, int64_t end) {
         std::vector<double> d1(size_t(sh.Cg)), d2(d1.size());

@@ -1,28 +1,39 @@
 /*
- * normkit_bench_layer_norm: layer-norm and RMS-norm throughput of normkit against a
- * roofline and against oneDNN 2.6's layer_normalization, in the same process, on the
- * same buffers (Google Benchmark).
+ * normkit_bench_norms: layer-norm, RMS-norm and group-norm throughput of normkit against a
+ * roofline and against oneDNN 2.6, in the same process, on the same buffers (Google
+ * Benchmark).
  *
- * Cases: rows x features = 1x4096, 32x4096, 2048x4096, 512x768, 8192x768, 128x8192,
- * 4096x1024, 16384x64; layer norm ("ln") and RMS norm ("rms"); modes
- *   infer_fwd  forward, no statistics saved               8 bytes/element (src, dst)
- *   train_fwd  forward saving the row statistics          8
- *   res_fwd    forward of src + residual, sum kept, saved 16 (src, residual, sum, dst)
- *   bwd        diff_src, diff_scale (and diff_shift)     12 (src, diff_dst, diff_src)
+ * Cases.
+ *  - Layer norm ("ln") and RMS norm ("rms"), rows x features = 1x4096, 32x4096,
+ *    2048x4096, 512x768, 8192x768, 128x8192, 4096x1024, 16384x64; modes
+ *      infer_fwd  forward, no statistics saved               8 bytes/element (src, dst)
+ *      train_fwd  forward saving the row statistics          8
+ *      res_fwd    forward of src + residual, sum kept, saved 16 (src, residual, sum, dst)
+ *      bwd        diff_src, diff_scale (and diff_shift)     12 (src, diff_dst, diff_src)
+ *  - Group norm ("gn", statistics saved) on the SD-UNet shapes 2x320x64x64, 2x640x32x32,
+ *    2x1280x16x16 in 32 groups and instance norm 1x64x256x256, channels-first ("nchw")
+ *    and channels-last ("nhwc"); modes train_fwd (8 bytes/element) and bwd (12).
  * x 1 and all threads. Each case runs in rounds (--rounds=R, default 3): the roofline (a
  * plain streaming kernel of the same traffic: dst = a*src + b; s = x + y, d = a*s + b;
  * z = a*x + y, one contiguous chunk per thread of a oneTBB arena, -O3 -march=native),
- * oneDNN (layer norm only; oneDNN 2.6 has no RMS mode) and normkit, back to back.
+ * for group norm the two-pass kernel of the batch-norm suite (bench/roofline.hpp: the
+ * inputs read a second time after plain sums, channels-first in blocks that stay in the
+ * L2), oneDNN where it has the op (layer_normalization; for channels-first group norm
+ * over the (n*groups, c/groups*S) view, which is the same computation without the
+ * per-channel affine; oneDNN 2.6 has no RMS mode and no group norm) and normkit, back to back.
  * Counters: GB/s of the minimum traffic; normkit's runs also "roofline" (roofline time /
- * normkit time) and "x_onednn" (oneDNN time / normkit time) against the runs of their round.
+ * normkit time), "two_pass" and "x_onednn" (partner time / normkit time), against the
+ * runs of their round.
  *
  * Summary (printed after the runs): per case normkit's GB/s and microseconds per call
- * (median times), % of the roofline and x oneDNN (medians of the rounds' ratios); the
- * geometric means per op, mode and thread count; the residual forward's time per byte
- * over the plain forward's (train_fwd); and the cases that miss the targets:
- * forward and backward >= 90% of the roofline as a geometric mean, >= 75% in every case
- * over 1 MB of traffic, >= 1.5x oneDNN as a geometric mean and never slower, residual
- * forward <= 1.15x the plain forward's time per byte.
+ * (median times), % of the roofline, % of the two-pass kernel and x oneDNN (medians of
+ * the rounds' ratios); geometric means per op, mode and thread count; the residual
+ * forward's time per byte over the plain forward's (train_fwd); and the cases that miss
+ * the targets: layer and RMS norm >= 90% of the roofline as a geometric mean, >= 75% in
+ * every case over 1 MB of traffic, >= 1.5x oneDNN as a geometric mean and never slower,
+ * residual forward <= 1.15x the plain forward's time per byte; group norm forward >= 85%
+ * and backward >= 70% of the roofline as geometric means, channels-last within 1.15x of
+ * channels-first.
  */
 #include "roofline.hpp"
 #if NKBENCH_HAVE_ONEDNN
@@ -48,9 +59,9 @@
 namespace nkbench {
 namespace {
 
-enum class Op { layer, rms };
+enum class Op { layer, rms, group };
 enum class Mode { infer_fwd, train_fwd, res_fwd, bwd };
-const char* op_name(Op op) { return op == Op::layer ? "ln" : "rms"; }
+const char* op_name(Op op) { return op == Op::layer ? "ln" : op == Op::rms ? "rms" : "gn"; }
 const char* mode_name(Mode m) {
     switch (m) {
     case Mode::infer_fwd: return "infer_fwd";
@@ -62,25 +73,40 @@ const char* mode_name(Mode m) {
 }
 int64_t bytes_per_element(Mode m) { return m == Mode::res_fwd ? 16 : m == Mode::bwd ? 12 : 8; }
 
-struct RowShape {
-    int64_t rows, features;
+// Layer and RMS norm: rows x features. Group norm: n x c x spatial in `groups` groups.
+struct Shape {
+    int64_t rows, features;            // layer, rms
+    int64_t n, c, spatial, groups;     // group
+    int layout;                        // group: NK_LAYOUT_*
 };
-constexpr RowShape kShapes[] = {{1, 4096},   {32, 4096},  {2048, 4096}, {512, 768},
-                                {8192, 768}, {128, 8192}, {4096, 1024}, {16384, 64}};
-constexpr Op kOps[] = {Op::layer, Op::rms};
-constexpr Mode kModes[] = {Mode::infer_fwd, Mode::train_fwd, Mode::res_fwd, Mode::bwd};
+constexpr Shape row_shape(int64_t rows, int64_t features) { return {rows, features, 0, 0, 0, 0, 0}; }
+constexpr Shape group_shape(int64_t n, int64_t c, int64_t spatial, int64_t groups) {
+    return {0, 0, n, c, spatial, groups, 0};
+}
+constexpr Shape kRowShapes[] = {row_shape(1, 4096),   row_shape(32, 4096),  row_shape(2048, 4096),
+                                row_shape(512, 768),  row_shape(8192, 768), row_shape(128, 8192),
+                                row_shape(4096, 1024), row_shape(16384, 64)};
+constexpr Shape kGroupShapes[] = {group_shape(2, 320, 64 * 64, 32), group_shape(2, 640, 32 * 32, 32),
+                                  group_shape(2, 1280, 16 * 16, 32), group_shape(1, 64, 256 * 256, 64)};
 
-struct RowCase {
+struct NormCase {
     Op op;
     Mode mode;
-    RowShape shape;
+    Shape shape;
     int threads;
     int round = 0;
-    int64_t elements() const { return shape.rows * shape.features; }
+    bool group() const { return op == Op::group; }
+    int64_t elements() const {
+        return group() ? shape.n * shape.c * shape.spatial : shape.rows * shape.features;
+    }
     int64_t bytes() const { return elements() * bytes_per_element(mode); }
+    std::string label() const {
+        if (!group()) return std::to_string(shape.rows) + "x" + std::to_string(shape.features);
+        return std::to_string(shape.n) + "x" + std::to_string(shape.c) + "x" + std::to_string(shape.spatial) + "g" +
+               std::to_string(shape.groups) + (shape.layout == 0 ? "/nchw" : "/nhwc");
+    }
     std::string key() const {
-        return std::string(op_name(op)) + "/" + mode_name(mode) + "/" + std::to_string(shape.rows) + "x" +
-               std::to_string(shape.features) + "/t:" + std::to_string(threads);
+        return std::string(op_name(op)) + "/" + mode_name(mode) + "/" + label() + "/t:" + std::to_string(threads);
     }
 };
 
@@ -112,10 +138,15 @@ struct Workspace {
     Buffer src, residual, diff_dst, sum, dst, rows_a, rows_b, rows_c, rows_d, feat_a, feat_b, feat_c, feat_d;
     Workspace() {
         int64_t elements = 0, rows = 0, features = 0;
-        for (const RowShape& s : kShapes) {
+        for (const Shape& s : kRowShapes) {
             elements = std::max(elements, s.rows * s.features);
             rows = std::max(rows, s.rows);
             features = std::max(features, s.features);
+        }
+        for (const Shape& s : kGroupShapes) {
+            elements = std::max(elements, s.n * s.c * s.spatial);
+            rows = std::max(rows, s.n * s.groups);
+            features = std::max(features, s.c);
         }
         src = allocate(elements, 1);
         residual = allocate(elements, 2);
@@ -160,7 +191,7 @@ const Roofline& roofline(int threads) {
 
 // Seconds per call of each implementation in each (case, round).
 struct Times {
-    double roofline = NAN, onednn = NAN, normkit = NAN;
+    double roofline = NAN, two_pass = NAN, onednn = NAN, normkit = NAN;
 };
 std::map<std::string, std::map<int, Times>>& times() {
     static std::map<std::string, std::map<int, Times>> t;
@@ -169,7 +200,7 @@ std::map<std::string, std::map<int, Times>>& times() {
 
 // Times `call` (one untimed call first: warm caches, awake threads). NaN when it fails.
 template <class Call>
-double measure(benchmark::State& state, const RowCase& cs, Call&& call) {
+double measure(benchmark::State& state, const NormCase& cs, Call&& call) {
     if (!call()) {
         state.SkipWithError("call failed");
         return NAN;
@@ -188,14 +219,22 @@ double measure(benchmark::State& state, const RowCase& cs, Call&& call) {
     return state.iterations() > 0 ? elapsed.count() / double(state.iterations()) : NAN;
 }
 
-void bm_normkit(benchmark::State& state, const RowCase& cs) {
+void bm_normkit(benchmark::State& state, const NormCase& cs) {
     Workspace& w = workspace();
     nk_context* ctx = context(cs.threads);
     nk_layer_norm_desc d;
     nk_layer_norm_desc_init(&d, cs.shape.rows, cs.shape.features);
+    nk_group_norm_desc gd;
+    nk_group_norm_desc_init(&gd, cs.shape.layout, cs.shape.n, cs.shape.c, cs.shape.spatial, cs.shape.groups);
     const bool layer = cs.op == Op::layer;
     auto call = [&] {
         nk_status s = NK_OK;
+        if (cs.group())
+            return (cs.mode == Mode::bwd
+                        ? nk_group_norm_backward(ctx, &gd, w.src.get(), w.diff_dst.get(), w.feat_a.get(), w.rows_a.get(),
+                                                 w.rows_b.get(), w.dst.get(), w.feat_c.get(), w.feat_d.get())
+                        : nk_group_norm_forward(ctx, &gd, w.src.get(), w.dst.get(), w.feat_a.get(), w.feat_b.get(),
+                                                w.rows_c.get(), w.rows_d.get())) == NK_OK;
         switch (cs.mode) {
         case Mode::infer_fwd:
             s = layer ? nk_layer_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(),
@@ -227,15 +266,23 @@ void bm_normkit(benchmark::State& state, const RowCase& cs) {
     Times& t = times()[cs.key()][cs.round];
     t.normkit = seconds;
     if (!std::isnan(t.roofline)) state.counters["roofline"] = t.roofline / seconds;
+    if (!std::isnan(t.two_pass)) state.counters["two_pass"] = t.two_pass / seconds;
     if (!std::isnan(t.onednn)) state.counters["x_onednn"] = t.onednn / seconds;
 }
 
-void bm_roofline(benchmark::State& state, const RowCase& cs) {
+// The roofline (kTwoPass false) or the two-pass kernel (group norm).
+template <bool kTwoPass>
+void bm_reference(benchmark::State& state, const NormCase& cs) {
     Workspace& w = workspace();
     const Roofline& r = roofline(cs.threads);
     const int64_t n = cs.elements();
+    const bool blocked = cs.shape.layout == 0; // channels-first groups can stay in the L2
     auto call = [&] {
-        if (cs.mode == Mode::bwd)
+        if (kTwoPass && cs.mode == Mode::bwd)
+            r.two_pass_backward(w.src.get(), w.diff_dst.get(), w.dst.get(), n, blocked);
+        else if (kTwoPass)
+            r.two_pass_forward(w.src.get(), w.dst.get(), n, blocked);
+        else if (cs.mode == Mode::bwd)
             r.backward(w.src.get(), w.diff_dst.get(), w.dst.get(), n);
         else if (cs.mode == Mode::res_fwd)
             r.residual_forward(w.src.get(), w.residual.get(), w.sum.get(), w.dst.get(), n);
@@ -243,12 +290,13 @@ void bm_roofline(benchmark::State& state, const RowCase& cs) {
             r.forward(w.src.get(), w.dst.get(), n);
         return true;
     };
-    times()[cs.key()][cs.round].roofline = measure(state, cs, call);
+    Times& t = times()[cs.key()][cs.round];
+    (kTwoPass ? t.two_pass : t.roofline) = measure(state, cs, call);
 }
 
 #if NKBENCH_HAVE_ONEDNN
 // oneDNN has no fused residual add: its res_fwd is not measured.
-void bm_onednn(benchmark::State& state, const RowCase& cs) {
+void bm_onednn(benchmark::State& state, const NormCase& cs) {
     static std::string built;
     static std::unique_ptr<OnednnLayerNorm> primitive;
     Workspace& w = workspace();
@@ -263,8 +311,11 @@ void bm_onednn(benchmark::State& state, const RowCase& cs) {
         const RowBuffers b{w.src.get(),    w.diff_dst.get(), w.feat_a.get(), w.feat_b.get(),
                            w.rows_a.get(), w.rows_b.get(),   w.dst.get(),    w.rows_c.get(),
                            w.rows_d.get(), w.feat_c.get(),   w.feat_d.get()};
+        // Group norm channels-first: layer norm over the (n * groups, c / groups * S) view.
+        const int64_t rows = cs.group() ? cs.shape.n * cs.shape.groups : cs.shape.rows;
+        const int64_t features = cs.group() ? cs.elements() / rows : cs.shape.features;
         try {
-            primitive = std::make_unique<OnednnLayerNorm>(kind, cs.shape.rows, cs.shape.features, cs.threads, b);
+            primitive = std::make_unique<OnednnLayerNorm>(kind, rows, features, cs.threads, b);
             built = cs.key();
         } catch (const std::exception& e) {
             error = e.what();
@@ -285,27 +336,37 @@ void bm_onednn(benchmark::State& state, const RowCase& cs) {
 }
 #endif
 
-std::vector<RowCase> register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
-    std::vector<RowCase> cases;
-    for (Op op : kOps)
-        for (Mode mode : kModes)
-            for (const RowShape& shape : kShapes)
-                for (int threads : thread_counts) {
-                    RowCase cs{op, mode, shape, threads};
-                    cases.push_back(cs);
-                    auto add = [&](const char* impl, void (*fn)(benchmark::State&, const RowCase&)) {
-                        benchmark::RegisterBenchmark((cs.key() + "/" + impl).c_str(), fn, cs)
-                            ->UseRealTime()
-                            ->Unit(benchmark::kMicrosecond);
-                    };
-                    for (int round = 0; round < rounds; ++round) {
-                        cs.round = round;
-                        add("roofline", bm_roofline);
+std::vector<NormCase> register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
+    std::vector<NormCase> cases;
+    auto add_case = [&](NormCase cs) {
+        cases.push_back(cs);
+        auto add = [&](const char* impl, void (*fn)(benchmark::State&, const NormCase&)) {
+            benchmark::RegisterBenchmark((cs.key() + "/" + impl).c_str(), fn, cs)
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+        };
+        for (int round = 0; round < rounds; ++round) {
+            cs.round = round;
+            add("roofline", bm_reference<false>);
+            if (cs.group()) add("two_pass", bm_reference<true>);
 #if NKBENCH_HAVE_ONEDNN
-                        if (op == Op::layer && mode != Mode::res_fwd) add("onednn", bm_onednn);
+            // oneDNN has no fused residual add, no RMS mode and no channels-last group norm.
+            if ((cs.op == Op::layer && cs.mode != Mode::res_fwd) || (cs.group() && cs.shape.layout == 0))
+                add("onednn", bm_onednn);
 #endif
-                        add("normkit", bm_normkit); // last: its ratios use the runs above
-                    }
+            add("normkit", bm_normkit); // last: its ratios use the runs above
+        }
+    };
+    for (Op op : {Op::layer, Op::rms})
+        for (Mode mode : {Mode::infer_fwd, Mode::train_fwd, Mode::res_fwd, Mode::bwd})
+            for (const Shape& shape : kRowShapes)
+                for (int threads : thread_counts) add_case({op, mode, shape, threads});
+    for (Mode mode : {Mode::train_fwd, Mode::bwd})
+        for (Shape shape : kGroupShapes)
+            for (int layout : {0, 1})
+                for (int threads : thread_counts) {
+                    shape.layout = layout;
+                    add_case({Op::group, mode, shape, threads});
                 }
     return cases;
 }
@@ -319,8 +380,8 @@ double median(std::vector<double> v) {
 }
 
 struct Result {
-    RowCase cs;
-    double seconds, roofline, onednn; // median time; medians of the rounds' ratios
+    NormCase cs;
+    double seconds, roofline, two_pass, onednn; // median time; medians of the rounds' ratios
 };
 
 std::string fmt(const char* f, double v) {
@@ -330,38 +391,38 @@ std::string fmt(const char* f, double v) {
     return b;
 }
 
-// The table, geometric means, residual cost and missed targets. Returns the miss count.
-int summarize(const std::vector<RowCase>& cases) {
+// The table, geometric means, residual cost, layouts and missed targets. Returns the miss count.
+int summarize(const std::vector<NormCase>& cases) {
     std::vector<Result> results;
-    for (const RowCase& cs : cases) {
+    for (const NormCase& cs : cases) {
         auto it = times().find(cs.key());
         if (it == times().end()) continue;
-        std::vector<double> t, roof, dnn;
+        std::vector<double> t, roof, two, dnn;
         for (const auto& [round, x] : it->second) {
             t.push_back(x.normkit);
             roof.push_back(x.roofline / x.normkit);
+            two.push_back(x.two_pass / x.normkit);
             dnn.push_back(x.onednn / x.normkit);
         }
         if (std::isnan(median(t))) continue;
-        results.push_back({cs, median(t), median(roof), median(dnn)});
+        results.push_back({cs, median(t), median(roof), median(two), median(dnn)});
     }
     if (results.empty()) return 0;
-    std::printf("\n%-4s %-9s %-11s %3s %9s %10s %10s %9s\n", "op", "mode", "shape", "t", "GB/s", "us/call",
-                "% roofline", "x oneDNN");
-    for (const Result& r : results) {
-        const std::string shape = std::to_string(r.cs.shape.rows) + "x" + std::to_string(r.cs.shape.features);
-        std::printf("%-4s %-9s %-11s %3d %9.1f %10.2f %10s %9s\n", op_name(r.cs.op), mode_name(r.cs.mode),
-                    shape.c_str(), r.cs.threads, double(r.cs.bytes()) / r.seconds * 1e-9, r.seconds * 1e6,
-                    fmt("%.1f%%", 100 * r.roofline).c_str(), fmt("%.2fx", r.onednn).c_str());
-    }
+    std::printf("\n%-4s %-9s %-22s %3s %9s %10s %10s %9s %9s\n", "op", "mode", "shape", "t", "GB/s", "us/call",
+                "% roofline", "% 2-pass", "x oneDNN");
+    for (const Result& r : results)
+        std::printf("%-4s %-9s %-22s %3d %9.1f %10.2f %10s %9s %9s\n", op_name(r.cs.op), mode_name(r.cs.mode),
+                    r.cs.label().c_str(), r.cs.threads, double(r.cs.bytes()) / r.seconds * 1e-9, r.seconds * 1e6,
+                    fmt("%.1f%%", 100 * r.roofline).c_str(), fmt("%.1f%%", 100 * r.two_pass).c_str(),
+                    fmt("%.2fx", r.onednn).c_str());
     int misses = 0;
     auto miss = [&](const std::string& what) {
         std::printf("  MISS %s\n", what.c_str());
         ++misses;
     };
     std::printf("\ngeometric means\n%-4s %-9s %3s %6s %10s %9s\n", "op", "mode", "t", "cases", "% roofline", "x oneDNN");
-    for (Op op : kOps)
-        for (Mode mode : kModes)
+    for (Op op : {Op::layer, Op::rms, Op::group})
+        for (Mode mode : {Mode::infer_fwd, Mode::train_fwd, Mode::res_fwd, Mode::bwd})
             for (int threads : {1, 0}) {
                 double lr = 0, ld = 0;
                 int n = 0, nd = 0;
@@ -374,25 +435,37 @@ int summarize(const std::vector<RowCase>& cases) {
                 const double g = std::exp(lr / n), gd = nd ? std::exp(ld / nd) : NAN;
                 std::printf("%-4s %-9s %3s %6d %10s %9s\n", op_name(op), mode_name(mode), threads == 1 ? "1" : "all", n,
                             fmt("%.1f%%", 100 * g).c_str(), fmt("%.2fx", gd).c_str());
-                if (g < 0.90) miss(std::string(op_name(op)) + " " + mode_name(mode) + " geomean below 90% of the roofline");
-                if (!std::isnan(gd) && gd < 1.5) miss(std::string(op_name(op)) + " " + mode_name(mode) + " geomean below 1.5x oneDNN");
+                const std::string what = std::string(op_name(op)) + " " + mode_name(mode) + " geomean";
+                const double floor = op != Op::group ? 0.90 : mode == Mode::bwd ? 0.70 : 0.85;
+                if (g < floor) miss(what + " below " + fmt("%.0f%%", 100 * floor) + " of the roofline");
+                if (op != Op::group && !std::isnan(gd) && gd < 1.5) miss(what + " below 1.5x oneDNN");
             }
     std::printf("\nresidual forward: time per byte over the plain forward's (train_fwd)\n");
     for (const Result& r : results) {
         if (r.cs.mode != Mode::res_fwd) continue;
         for (const Result& p : results)
             if (p.cs.mode == Mode::train_fwd && p.cs.op == r.cs.op && p.cs.threads == r.cs.threads &&
-                p.cs.shape.rows == r.cs.shape.rows && p.cs.shape.features == r.cs.shape.features) {
+                p.cs.label() == r.cs.label()) {
                 const double ratio = (r.seconds / double(r.cs.bytes())) / (p.seconds / double(p.cs.bytes()));
-                std::printf("  %-4s %5lldx%-5lld t:%d  %.2fx\n", op_name(r.cs.op), (long long)r.cs.shape.rows,
-                            (long long)r.cs.shape.features, r.cs.threads, ratio);
+                std::printf("  %-4s %-11s t:%d  %.2fx\n", op_name(r.cs.op), r.cs.label().c_str(), r.cs.threads, ratio);
                 if (ratio > 1.15 && r.cs.bytes() > (int64_t(1) << 20))
                     miss(r.cs.key() + ": residual forward " + fmt("%.2fx", ratio) + " the plain forward's time per byte");
             }
     }
+    std::printf("\ngroup norm: channels-last time over channels-first\n");
+    for (const Result& r : results) {
+        if (!r.cs.group() || r.cs.shape.layout != 1) continue;
+        for (const Result& p : results)
+            if (p.cs.group() && p.cs.shape.layout == 0 && p.cs.mode == r.cs.mode && p.cs.threads == r.cs.threads &&
+                p.cs.elements() == r.cs.elements() && p.cs.shape.c == r.cs.shape.c) {
+                const double ratio = r.seconds / p.seconds;
+                std::printf("  %-9s %-18s t:%d  %.2fx\n", mode_name(r.cs.mode), r.cs.label().c_str(), r.cs.threads, ratio);
+                if (ratio > 1.15) miss(r.cs.key() + ": " + fmt("%.2fx", ratio) + " the channels-first time");
+            }
+    }
     std::printf("\n");
     for (const Result& r : results) {
-        if (r.cs.bytes() > (int64_t(1) << 20) && r.roofline < 0.75)
+        if (!r.cs.group() && r.cs.bytes() > (int64_t(1) << 20) && r.roofline < 0.75)
             miss(r.cs.key() + ": " + fmt("%.1f%%", 100 * r.roofline) + " of the roofline");
         if (r.onednn < 1.0) miss(r.cs.key() + ": " + fmt("%.2fx", r.onednn) + " oneDNN");
     }
@@ -428,7 +501,7 @@ int main(int argc, char** argv) {
     const int all = std::max(1u, std::thread::hardware_concurrency());
     std::vector<int> thread_counts{1};
     if (all > 1) thread_counts.push_back(all);
-    const std::vector<nkbench::RowCase> cases = nkbench::register_benchmarks(thread_counts, rounds);
+    const std::vector<nkbench::NormCase> cases = nkbench::register_benchmarks(thread_counts, rounds);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     nkbench::summarize(cases);
