@@ -48,6 +48,9 @@ class _Shapes:
         self.features = shape[len(shape) - normalized_ndim:]
         self.desc = LayerNormDesc()
         call("nk_layer_norm_desc_init", ctypes.byref(self.desc), math.prod(self.rows), math.prod(self.features))
+        if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool):
+            raise TypeError(f"epsilon is a {type(epsilon).__name__}: expected a float")
+        # Its range (> 0 and finite, once rounded to float32) is the library's to check.
         self.desc.epsilon = epsilon
 
 

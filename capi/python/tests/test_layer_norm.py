@@ -319,6 +319,7 @@ def test_arguments_are_checked_before_the_library_is_called(monkeypatch):
         (ValueError, r"^out \(sum\) has shape", layer, (src,), {"residual": src, "out": (None, None, None, ok)}),
         (ValueError, r"^out has 4 entries, expected 3", rms, (src,), {"out": (None,) * 4}),
         (TypeError, r"^context is a str", layer, (src,), {"context": "fast"}),
+        (TypeError, r"^epsilon is a NoneType", rms, (src,), {"epsilon": None}),
         (ValueError, r"^diff_dst has shape \(4, 6\), expected \(8, 6\)", layer_back,
          (src, src[:4].copy(), rows, rows), {}),
         (TypeError, r"^save_invstd is required", layer_back, (src, src, rows, None), {}),

@@ -64,6 +64,19 @@ def assert_within(actual, expected, bound, what):
     assert np.all(error <= bound), f"{what}: worst |err| / bound {np.max(error / bound):.3g}"
 
 
+def gradient_bounds(kind, x64, dy, weight, eps, ndim):
+    """Per input element, the largest term of its row's gradient; per weight and bias
+    element, the sum of |terms| of its column (float64 statistics of x64)."""
+    rows = as_rows(x64, ndim)
+    mean = rows.mean(axis=1)
+    centered = rows if kind == "rms" else rows - mean[:, None]
+    invstd = 1 / np.sqrt((centered ** 2).mean(axis=1) + eps)
+    weight = None if weight is None else weight.detach().double().numpy().reshape(-1)
+    _, _, _, bound, weight_terms, bias_terms = ref.row_norm_backward(
+        rows, as_rows(dy, ndim), mean, invstd, weight, kind == "rms")
+    return bound, weight_terms, bias_terms
+
+
 CASES = [((16, 32), (32,)), ((4, 6, 24), (24,)), ((3, 4, 5, 6), (5, 6))]
 
 
@@ -102,13 +115,7 @@ def test_training_steps_match_float64(kind, shape, normalized_shape, kwargs, wit
         assert y.dtype == torch.float32 and y.shape == x.shape
         assert_within(y, y64, 2e-6 * (1 + y64.detach().abs().numpy()), f"step {step}: output")
 
-        rows = as_rows(x64, ndim)
-        mean = rows.mean(axis=1)
-        centered = rows if kind == "rms" else rows - mean[:, None]
-        invstd = 1 / np.sqrt((centered ** 2).mean(axis=1) + (judge.eps))
-        weight = None if judge.weight is None else judge.weight.detach().numpy().reshape(-1)
-        _, _, _, bound, weight_terms, bias_terms = ref.row_norm_backward(
-            rows, as_rows(dy, ndim), mean, invstd, weight, kind == "rms")
+        bound, weight_terms, bias_terms = gradient_bounds(kind, x64, dy, judge.weight, judge.eps, ndim)
         input_grad, input_bound = x64.grad, 2e-6 * bound.reshape(-1)
         if with_residual:
             input_grad = input_grad + ds.double()
@@ -222,7 +229,7 @@ def test_residual_stream_gradient_alone():
 
 
 def test_any_layout_and_rank():
-    """A non-contiguous input is computed on a contiguous copy; a single row works."""
+    """A non-contiguous input is computed on a contiguous copy; a single row and no rows work."""
     module, judge = nkt.LayerNorm(12), torch.nn.LayerNorm(12).double()
     x = randn((12, 5, 4), 14).permute(1, 2, 0).requires_grad_()
     x64 = x.detach().double().requires_grad_()
@@ -232,9 +239,13 @@ def test_any_layout_and_rank():
     y.backward(dy)
     y64.backward(dy.double())
     assert x.grad.shape == x.shape
-    assert float((x.grad.double() - x64.grad).abs().max()) <= 2e-6 * float(x64.grad.abs().max() + 1)
+    bound, _, _ = gradient_bounds("layer", x64.detach().reshape(-1, 12), dy.reshape(-1, 12), judge.weight, judge.eps, 1)
+    assert_within(x.grad.reshape(-1, 12), x64.grad.reshape(-1, 12), 2e-6 * bound, "input grad")
     one = randn((12,), 16)
     assert torch.equal(module(one), module(one[None])[0])
+    module.zero_grad()
+    module(torch.empty(0, 12, requires_grad=True)).sum().backward()
+    assert torch.equal(module.weight.grad, torch.zeros(12)) and torch.equal(module.bias.grad, torch.zeros(12))
 
 
 def test_context_and_errors():
