@@ -15,6 +15,7 @@ pre-norm transformer's residual stream): its backward then takes the sum as src.
 import collections
 import ctypes
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -43,12 +44,11 @@ class _Shapes:
     """The rows and features of a tensor of this shape, and the descriptor for it."""
 
     def __init__(self, shape, normalized_ndim, epsilon=1e-5):
-        self.tensor = shape
         self.rows = shape[:len(shape) - normalized_ndim]
         self.features = shape[len(shape) - normalized_ndim:]
         self.desc = LayerNormDesc()
         call("nk_layer_norm_desc_init", ctypes.byref(self.desc), math.prod(self.rows), math.prod(self.features))
-        if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool):
+        if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool):
             raise TypeError(f"epsilon is a {type(epsilon).__name__}: expected a float")
         # Its range (> 0 and finite, once rounded to float32) is the library's to check.
         self.desc.epsilon = epsilon
