@@ -71,12 +71,17 @@ class Call:
             return None
         return self._address(self._required(name, value, shape, output=written))
 
-    def tensor(self, name, value):
+    def tensor(self, name, value, min_ndim=2):
         """The address of the call's first tensor, whose shape sets the others, and that shape."""
         array = self._required(name, value)
-        if array.ndim < 2:
-            raise ValueError(f"{name} has shape {array.shape}: expected at least 2 dimensions")
+        if array.ndim < min_ndim:
+            plural = "s" if min_ndim > 1 else ""
+            raise ValueError(f"{name} has shape {array.shape}: expected at least {min_ndim} dimension{plural}")
         return self._address(array), array.shape
+
+    def gives(self, name):
+        """Whether out= gives the output `name`."""
+        return self._given[name] is not None
 
     def output(self, name, shape, *, wanted=True):
         """The address of an output: the array given in out=, else a new one."""

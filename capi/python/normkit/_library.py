@@ -66,6 +66,21 @@ class BatchNormDesc(ctypes.Structure):
     ]
 
 
+class LayerNormDesc(ctypes.Structure):
+    """nk_layer_norm_desc, as published in ABI 0.1 (layer norm and RMS norm share it)."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("dtype", c_int32),
+        ("rows", c_int64),
+        ("features", c_int64),
+        ("epsilon", c_float),
+        ("flags", c_uint32),
+        # Room for fields a newer library's nk_layer_norm_desc_init may append (see BatchNormDesc).
+        ("_appended", c_uint8 * 256),
+    ]
+
+
 _status = c_int32
 _ctx = c_void_p  # nk_context*, or None for the process default
 _ptr = c_void_p  # a buffer's address, or None
@@ -88,6 +103,15 @@ PROTOTYPES = {
     "nk_batch_norm_forward_inference": (_status, (_ctx, POINTER(BatchNormDesc)) + (_ptr,) * 6),
     # ctx, desc, src, diff_dst, scale, save_mean, save_invstd, diff_src, diff_scale, diff_shift
     "nk_batch_norm_backward": (_status, (_ctx, POINTER(BatchNormDesc)) + (_ptr,) * 8),
+    "nk_layer_norm_desc_init": (_status, (POINTER(LayerNormDesc), c_int64, c_int64)),
+    # ctx, desc, src, residual, sum, dst, scale, shift, save_mean, save_invstd
+    "nk_layer_norm_forward": (_status, (_ctx, POINTER(LayerNormDesc)) + (_ptr,) * 8),
+    # ctx, desc, src, diff_dst, scale, save_mean, save_invstd, diff_src, diff_scale, diff_shift
+    "nk_layer_norm_backward": (_status, (_ctx, POINTER(LayerNormDesc)) + (_ptr,) * 8),
+    # ctx, desc, src, residual, sum, dst, scale, save_invrms
+    "nk_rms_norm_forward": (_status, (_ctx, POINTER(LayerNormDesc)) + (_ptr,) * 6),
+    # ctx, desc, src, diff_dst, scale, save_invrms, diff_src, diff_scale
+    "nk_rms_norm_backward": (_status, (_ctx, POINTER(LayerNormDesc)) + (_ptr,) * 6),
 }
 
 

@@ -1,4 +1,5 @@
-"""PyTorch modules computing with normkit: drop-in BatchNorm1d, BatchNorm2d, BatchNorm3d.
+"""PyTorch modules computing with normkit: drop-in BatchNorm1d, BatchNorm2d, BatchNorm3d,
+LayerNorm and RMSNorm.
 
 Each subclasses its torch.nn counterpart: the same constructor arguments, parameters,
 buffers and state_dict keys, and isinstance(m, torch.nn.BatchNorm2d) holds; only
@@ -6,14 +7,22 @@ forward (and, through torch.autograd.Function, backward) runs normkit. Tensors a
 float32 on the CPU; a channels-last tensor is computed in place of its memory
 (NK_LAYOUT_NSC) and the output keeps its memory format. An optional keyword-only
 context= (a normkit.Context) caps threads and ISA.
+
+RMSNorm is torch 2.4's torch.nn.RMSNorm, which older versions lack: there it subclasses
+a copy of its interface (normalized_shape, eps=None, elementwise_affine=True; parameter
+weight). LayerNorm and RMSNorm take an optional residual= in forward: they then
+normalize input + residual and return (output, input + residual).
 """
 
 import torch
 
+import numbers
+
 from . import batch_norm as _bn
+from . import layer_norm as _ln
 from ._context import Context
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm"]
 
 
 def _as_normkit_tensor(tensor):
@@ -118,3 +127,134 @@ class BatchNorm2d(_NormkitBatchNorm, torch.nn.BatchNorm2d):
 
 class BatchNorm3d(_NormkitBatchNorm, torch.nn.BatchNorm3d):
     """torch.nn.BatchNorm3d on normkit: input (N, C, D, H, W), contiguous or channels_last_3d."""
+
+
+class _RowNormFunction(torch.autograd.Function):
+    """Layer norm, or RMS norm (rms), over the last normalized_ndim dims of input, or of
+    input + residual; outputs dst, or (dst, sum)."""
+
+    @staticmethod
+    def forward(ctx, input, residual, weight, bias, normalized_ndim, eps, rms, context):
+        # An unused output's gradient stays None rather than a tensor of zeros to add.
+        ctx.set_materialize_grads(False)
+        src = input.detach().contiguous()
+        res = None if residual is None else residual.detach().contiguous()
+        scale = None if weight is None else weight.detach().contiguous()
+        shift = None if bias is None else bias.detach().contiguous()
+        rows = src.shape[:src.dim() - normalized_ndim]
+        dst = torch.empty_like(src)
+        total = None if res is None else torch.empty_like(src)
+        invstd = torch.empty(rows, dtype=torch.float32)
+        if rms:
+            mean = None
+            _ln.rms_norm_forward(src, scale, residual=res, normalized_ndim=normalized_ndim, epsilon=eps,
+                                 out=(dst, invstd, total), context=context)
+        else:
+            mean = torch.empty(rows, dtype=torch.float32)
+            _ln.layer_norm_forward(src, scale, shift, residual=res, normalized_ndim=normalized_ndim, epsilon=eps,
+                                   out=(dst, mean, invstd, total), context=context)
+        # After a residual the normalized tensor is the sum: backward reads it, not input.
+        ctx.save_for_backward(src if total is None else total, scale, mean, invstd)
+        ctx.normalized_ndim, ctx.rms, ctx.context = normalized_ndim, rms, context
+        return dst if total is None else (dst, total)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_dst, grad_sum=None):
+        # The sum was saved as an output, so it comes back requiring grad, which DLPack refuses.
+        src, scale, mean, invstd = (None if t is None else t.detach() for t in ctx.saved_tensors)
+        need_input, need_residual, need_weight, need_bias = ctx.needs_input_grad[:4]
+        need_x = need_input or need_residual
+        features = src.shape[src.dim() - ctx.normalized_ndim:]
+        diff_x = diff_scale = diff_shift = None
+        if grad_dst is not None and (need_x or need_weight or need_bias):
+            diff_x = torch.empty_like(src) if need_x else None
+            diff_scale = torch.empty(features, dtype=torch.float32) if need_weight else None
+            diff_shift = torch.empty(features, dtype=torch.float32) if need_bias else None
+            grad = grad_dst.contiguous()
+            if ctx.rms:
+                outputs = [name for name, need in zip(_ln.RmsNormBackwardResult._fields, (need_x, need_weight))
+                           if need]
+                _ln.rms_norm_backward(src, grad, invstd, scale, normalized_ndim=ctx.normalized_ndim,
+                                      outputs=outputs, out=(diff_x, diff_scale), context=ctx.context)
+            else:
+                outputs = [name for name, need in
+                           zip(_ln.LayerNormBackwardResult._fields, (need_x, need_weight, need_bias)) if need]
+                _ln.layer_norm_backward(src, grad, mean, invstd, scale, normalized_ndim=ctx.normalized_ndim,
+                                        outputs=outputs, out=(diff_x, diff_scale, diff_shift), context=ctx.context)
+        if grad_sum is not None and need_x:
+            # sum = input + residual also flows on by itself (the residual stream).
+            diff_x = grad_sum.clone() if diff_x is None else diff_x.add_(grad_sum)
+        return (diff_x if need_input else None, diff_x if need_residual else None, diff_scale, diff_shift,
+                None, None, None, None)
+
+
+class _NormkitRowNorm:
+    """forward() of torch's LayerNorm / RMSNorm, with normkit doing the arithmetic."""
+
+    def __init__(self, *args, context=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if context is not None and not isinstance(context, Context):
+            raise TypeError(f"context is a {type(context).__name__}: expected a normkit.Context or None")
+        self.context = context
+
+    def _normalize(self, input, residual, bias, eps, rms):
+        for name, tensor in (("input", input), ("residual", residual), ("weight", self.weight)):
+            if tensor is not None and (tensor.dtype != torch.float32 or tensor.device.type != "cpu"):
+                raise TypeError(f"{name} is {tensor.dtype} on {tensor.device}: "
+                                f"normkit.torch.{type(self).__name__} computes in float32 on the CPU")
+        ndim = len(self.normalized_shape)
+        if input.dim() < ndim or tuple(input.shape[input.dim() - ndim:]) != tuple(self.normalized_shape):
+            raise ValueError(f"input has shape {tuple(input.shape)}: expected (*, "
+                             f"{', '.join(map(str, self.normalized_shape))}) for normalized_shape "
+                             f"{tuple(self.normalized_shape)}")
+        if residual is not None and residual.shape != input.shape:
+            raise ValueError(f"residual has shape {tuple(residual.shape)}, expected the input's {tuple(input.shape)}")
+        return _RowNormFunction.apply(input, residual, self.weight, bias, ndim, eps, rms, self.context)
+
+
+class LayerNorm(_NormkitRowNorm, torch.nn.LayerNorm):
+    """torch.nn.LayerNorm on normkit: input (*, *normalized_shape)."""
+
+    def forward(self, input, residual=None):
+        """The layer norm of input, or, with residual, (that of input + residual, input + residual)."""
+        return self._normalize(input, residual, self.bias, self.eps, rms=False)
+
+
+class _RMSNormInterface(torch.nn.Module):
+    """torch.nn.RMSNorm's constructor, parameter and repr as of torch 2.4, for older versions."""
+
+    __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = torch.nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.elementwise_affine:
+            torch.nn.init.ones_(self.weight)
+
+    def extra_repr(self):
+        return "{normalized_shape}, eps={eps}, elementwise_affine={elementwise_affine}".format(**self.__dict__)
+
+
+class RMSNorm(_NormkitRowNorm, getattr(torch.nn, "RMSNorm", _RMSNormInterface)):
+    """torch.nn.RMSNorm (torch 2.4) on normkit: input (*, *normalized_shape).
+
+    eps=None is torch.finfo(torch.float32).eps, as torch 2.4 takes for a float32 input
+    (torch uses the epsilon of the input's dtype; normkit computes in float32 only).
+    """
+
+    def forward(self, input, residual=None):
+        """The RMS norm of input, or, with residual, (that of input + residual, input + residual)."""
+        eps = torch.finfo(torch.float32).eps if self.eps is None else self.eps
+        return self._normalize(input, residual, None, eps, rms=True)

@@ -45,3 +45,39 @@ def backward(x, dy, mean, invstd, scale, global_stats=False):
         diff_src = (scale * invstd)[None, :, None] * (
             dy - (diff_shift / count)[None, :, None] - xhat * (diff_scale / count)[None, :, None])
     return diff_src, diff_scale, diff_shift, np.abs(dy * xhat).sum(axis=(0, 2)), np.abs(dy).sum(axis=(0, 2))
+
+
+def row_norm_forward(x, scale, shift, epsilon, rms):
+    """(dst, mean, invstd) of a (rows, K) float64 array; RMS norm's invstd is invrms.
+
+    scale / shift: K values or None (1 / 0).
+    """
+    mean = x.mean(axis=1)
+    centered = x if rms else x - mean[:, None]
+    invstd = 1.0 / np.sqrt((centered ** 2).mean(axis=1) + epsilon)
+    dst = centered * invstd[:, None]
+    if scale is not None:
+        dst = dst * scale[None, :]
+    if shift is not None and not rms:
+        dst = dst + shift[None, :]
+    return dst, mean, invstd
+
+
+def row_norm_backward(x, dy, mean, invstd, scale, rms):
+    """Gradients of a (rows, K) row norm per the C header's formulas, with the statistics
+    as given (mean unused by RMS norm): (diff_src, diff_scale, diff_shift, diff_src_bound,
+    diff_scale_terms, diff_shift_terms).
+
+    diff_src_bound: per element, the largest over its row of
+    invstd * (|g| + |mean(g)| + |xhat * mean(g * xhat)|); *_terms: per column, the sum of
+    the magnitudes of the terms summed.
+    """
+    xhat = (x if rms else x - mean[:, None]) * invstd[:, None]
+    g = dy if scale is None else dy * scale[None, :]
+    mean_g = np.zeros(len(x)) if rms else g.mean(axis=1)
+    mean_gx = (g * xhat).mean(axis=1)
+    diff_src = invstd[:, None] * (g - mean_g[:, None] - xhat * mean_gx[:, None])
+    terms = invstd[:, None] * (np.abs(g) + np.abs(mean_g)[:, None] + np.abs(xhat * mean_gx[:, None]))
+    bound = np.broadcast_to(terms.max(axis=1, initial=0.0)[:, None], x.shape)
+    return (diff_src, (dy * xhat).sum(axis=0), dy.sum(axis=0), bound,
+            np.abs(dy * xhat).sum(axis=0), np.abs(dy).sum(axis=0))
