@@ -23,13 +23,15 @@ struct RunKernelTable {
                       double* acc2);
     void (*stats_seg_double)(const float* x, int64_t rows, int64_t len, int64_t stride, float pivot, double* acc1,
                              double* acc2);
-    // stats_seg of `runs` consecutive runs, each with its own pivot[q] and 16 lanes at acc + 16 q.
+    // stats_seg of `runs` consecutive runs, each with its own pivot[q] and 16 lanes at acc + 16 q,
+    // written (not added to: the lanes need no zeroing).
     void (*stats_runs)(const float* x, int64_t runs, int64_t len, const float* pivot, double* acc1, double* acc2);
     // acc1 += g, acc2 += g * (x - mean), g = dy * w[i] (dy when w is null), one run of len.
     void (*grad_seg)(const float* x, const float* dy, const float* w, int64_t len, float mean, double* acc1,
                      double* acc2);
     void (*grad_seg_double)(const float* x, const float* dy, const float* w, int64_t rows, int64_t len,
                             int64_t stride, float mean, double* acc1, double* acc2);
+    // grad_seg of `runs` consecutive runs with mean[q], written as stats_runs.
     void (*grad_runs)(const float* x, const float* dy, const float* w, int64_t runs, int64_t len, const float* mean,
                       double* acc1, double* acc2);
 

@@ -139,13 +139,15 @@ struct RunKernels {
     // before run r; terms(full, i, t1, t2) forms the two terms of the 16 values at position
     // i of the run (0 past its end). Even and odd steps add into separate float partials
     // (two dependency chains). Inlined: the terms must not go through memory.
+    // With `fresh` the sums start from 0 instead of acc's values (the bits of sums added
+    // to zeroed lanes, without zeroing them first).
     template <class BeginRun, class Terms>
-    [[gnu::always_inline]] static void seg_sums(int64_t rows, int64_t len, double* acc1, double* acc2,
+    [[gnu::always_inline]] static void seg_sums(int64_t rows, int64_t len, double* acc1, double* acc2, bool fresh,
                                                 BeginRun&& begin_run, Terms&& terms) {
         f64 s1[kD], s2[kD];
         for (int m = 0; m < kD; ++m) {
-            s1[m] = Ops::loadd(acc1 + m * kF64);
-            s2[m] = Ops::loadd(acc2 + m * kF64);
+            s1[m] = fresh ? Ops::splatd(0.0) : Ops::loadd(acc1 + m * kF64);
+            s2[m] = fresh ? Ops::splatd(0.0) : Ops::loadd(acc2 + m * kF64);
         }
         auto add = [&](auto full, int64_t i, f32* a1, f32* a2) {
             f32 t1[kR], t2[kR];
@@ -187,11 +189,11 @@ struct RunKernels {
 
     // Per run r: 16 lanes, lane = position mod 16. acc1 += x - pivot, acc2 += (x - pivot)^2.
     [[gnu::always_inline]] static void stats_seg_body(const float* x, int64_t rows, int64_t len, int64_t stride,
-                                                      float pivot, double* acc1, double* acc2) {
+                                                      float pivot, double* acc1, double* acc2, bool fresh = false) {
         const f32 p = Ops::splat(pivot); // lanes past the data: x - pivot = 0
         const float* xr = x;
         seg_sums(
-            rows, len, acc1, acc2,
+            rows, len, acc1, acc2, fresh,
             [&](int64_t r) {
                 xr = x + r * stride;
                 prefetch_run(x, r, rows, len, stride);
@@ -220,11 +222,11 @@ struct RunKernels {
     // position i of a run, the same for every run), 16 lanes per run as in stats_seg.
     [[gnu::always_inline]] static void grad_seg_body(const float* x, const float* dy, const float* w, int64_t rows,
                                                      int64_t len, int64_t stride, float mean, double* acc1,
-                                                     double* acc2) {
+                                                     double* acc2, bool fresh = false) {
         const f32 mu = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
         const float *xr = x, *gr = dy;
         seg_sums(
-            rows, len, acc1, acc2,
+            rows, len, acc1, acc2, fresh,
             [&](int64_t r) {
                 xr = x + r * stride;
                 gr = dy + r * stride;
@@ -255,10 +257,17 @@ struct RunKernels {
                           double* acc2) {
         grad_seg_body(x, dy, w, 1, len, len, mean, acc1, acc2);
     }
-    static void wgrad_runs(const float* x, const float* dy, const float* w, int64_t runs, int64_t len,
-                           const float* mean, double* acc1, double* acc2) {
+    // The row ops' runs: sums written, not added (no zeroing of the lanes first).
+    static void wgrad_runs_fresh(const float* x, const float* dy, const float* w, int64_t runs, int64_t len,
+                                 const float* mean, double* acc1, double* acc2) {
         for (int64_t q = 0; q < runs; ++q)
-            grad_seg_body(x + q * len, dy + q * len, w, 1, len, len, mean[q], acc1 + q * kLanes, acc2 + q * kLanes);
+            grad_seg_body(x + q * len, dy + q * len, w, 1, len, len, mean[q], acc1 + q * kLanes, acc2 + q * kLanes,
+                          true);
+    }
+    static void stats_runs_fresh(const float* x, int64_t runs, int64_t len, const float* pivot, double* acc1,
+                                 double* acc2) {
+        for (int64_t q = 0; q < runs; ++q)
+            stats_seg_body(x + q * len, 1, len, len, pivot[q], acc1 + q * kLanes, acc2 + q * kLanes, true);
     }
     static void grad_runs(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
                           double* acc1, double* acc2) {
@@ -465,7 +474,7 @@ struct RunKernels {
 
 template <class Ops>
 const RunKernelTable RunKernels<Ops>::table = {
-    &stats_seg,   &stats_seg_double, &stats_runs,   &wgrad_seg,  &wgrad_seg_double, &wgrad_runs,
+    &stats_seg,   &stats_seg_double, &stats_runs_fresh, &wgrad_seg,  &wgrad_seg_double, &wgrad_runs_fresh,
     &affine_runs, &diff_runs,        &affine_lanes, &diff_lanes, &lane_stats,       &lane_grads,
 };
 

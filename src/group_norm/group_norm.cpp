@@ -222,8 +222,6 @@ void backward_channels_first(const ExecConfig& config, const Shape& sh, const Ru
             std::fill(mean.begin(), mean.end(), save_mean[q]);
             // Each channel's run of S values: together when a run is at most a piece.
             if (S <= kRunPiece) {
-                std::fill(acc1.begin(), acc1.end(), 0.0);
-                std::fill(acc2.begin(), acc2.end(), 0.0);
                 k.grad_runs(x, dy, nullptr, sh.Cg, S, mean.data(), acc1.data(), acc2.data());
             }
             for (int64_t j = 0; j < sh.Cg; ++j) {

@@ -69,8 +69,6 @@ void row_statistics(const Rows& g, const float* x, int64_t rows, BlockScratch& w
     const bool rms = g.p.rms;
     if (K <= kRunPiece) {
         for (int64_t j = 0; j < rows; ++j) w.center[j] = rms ? 0.0f : run_pivot(x + j * K, K);
-        std::fill(w.acc1, w.acc1 + 16 * rows, 0.0);
-        std::fill(w.acc2, w.acc2 + 16 * rows, 0.0);
         g.run.stats_runs(x, rows, K, w.center, w.acc1, w.acc2);
     }
     for (int64_t j = 0; j < rows; ++j) {
@@ -115,8 +113,6 @@ void row_gradients(const Rows& g, const float* x, const float* dy, const float* 
         w.r[j] = save_invstd[j];
     }
     if (K <= kRunPiece) {
-        std::fill(w.acc1, w.acc1 + 16 * rows, 0.0);
-        std::fill(w.acc2, w.acc2 + 16 * rows, 0.0);
         g.run.grad_runs(x, dy, wt, rows, K, w.mean_hi, w.acc1, w.acc2);
     }
     for (int64_t j = 0; j < rows; ++j) {

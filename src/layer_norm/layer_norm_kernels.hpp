@@ -29,11 +29,11 @@ struct LayerNormKernels : RunKernels<Ops> {
         });
     }
 
-    // One prefetch per 64 bytes of the next block (registers narrower than a line repeat
-    // it, which costs nothing).
-    static void prefetch_next(const NextBlock& next, int64_t at) {
-        if (next.a) __builtin_prefetch(next.a + at);
-        if (next.b) __builtin_prefetch(next.b + at);
+    // The next block's row at offset `at`: one prefetch per 64 bytes, before the row's pass.
+    static void prefetch_next(const NextBlock& next, int64_t at, int64_t len) {
+        for (const float* p : {next.a, next.b})
+            if (p)
+                for (int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + at + i);
     }
 
     template <class HasShift>
@@ -43,8 +43,8 @@ struct LayerNormKernels : RunKernels<Ops> {
             const f32 mh = Ops::splat(k.mean_hi[r]), rs = Ops::splat(k.r[r]), c = Ops::splat(k.c[r]);
             const float* xr = x + r * len;
             float* yr = y + r * len;
+            prefetch_next(next, r * len, len);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                prefetch_next(next, r * len + i);
                 f32 v = ((load(full, xr + i, n) - mh) * rs + c) * load(full, w + i, n);
                 if constexpr (HasShift::value) v = v + load(full, b + i, n);
                 store(full, yr + i, v, n);
@@ -85,8 +85,8 @@ struct LayerNormKernels : RunKernels<Ops> {
             const f32 k1 = Ops::splat(HasDx::value ? k.k1[r] : 0.0f), k2 = Ops::splat(HasDx::value ? k.k2[r] : 0.0f);
             const float* xr = x + r * len;
             const float* gr = dy + r * len;
+            prefetch_next(next, r * len, len);
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                prefetch_next(next, r * len + i);
                 const f32 xv = load(full, xr + i, n), g = load(full, gr + i, n), d = xv - mh;
                 if constexpr (HasDx::value)
                     store(full, dx + r * len + i, ((g * load(full, w + i, n) - k1) - d * k2) * rs, n);
