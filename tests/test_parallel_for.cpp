@@ -383,3 +383,84 @@ TEST_CASE("parallel for: threads sharing one hooked context, with a pool hook, w
     for (const std::string& f : failures) CHECK_MESSAGE(f.empty(), f);
     CHECK(team.calls.load() + reverse.calls.load() > 0);
 }
+
+TEST_CASE("parallel for: a call with bad arguments never calls the hook and writes nothing") {
+    test::Context ctx(nk_context_isa(nullptr), 0);
+    Host host;
+    set_host(ctx.get(), host, 2);
+    const ref::Shape sh{NK_LAYOUT_NSC, 3, 17, 11000};
+    const Data d = make_data(sh, 8);
+    const size_t count = size_t(sh.count()), c = size_t(sh.c);
+    const nk_batch_norm_desc good = test::make_desc(sh);
+    std::vector<float> dst(count, -7.0f), mean(c, -7.0f), invstd(c, -7.0f), rm(c, -7.0f), rv(c, -7.0f);
+    std::vector<float> diff_scale(c, -7.0f), diff_shift(c, -7.0f);
+    auto untouched = [](const std::vector<float>& v) {
+        return std::all_of(v.begin(), v.end(), [](float x) { return x == -7.0f; });
+    };
+
+    struct Bad {
+        const char* what;
+        int op; // kTraining, kInference, kBackward
+        nk_status status;
+        void (*change)(nk_batch_norm_desc&, const float*&, float*&, const float*&, float*&);
+    } const bads[] = {
+        {"epsilon 0", kTraining, NK_ERROR_INVALID_ARGUMENT,
+         [](nk_batch_norm_desc& x, const float*&, float*&, const float*&, float*&) { x.epsilon = 0.0f; }},
+        {"layout 5", kInference, NK_ERROR_INVALID_ARGUMENT,
+         [](nk_batch_norm_desc& x, const float*&, float*&, const float*&, float*&) { x.layout = 5; }},
+        {"n negative", kBackward, NK_ERROR_INVALID_SHAPE,
+         [](nk_batch_norm_desc& x, const float*&, float*&, const float*&, float*&) { x.n = -3; }},
+        {"src NULL", kTraining, NK_ERROR_NULL_POINTER,
+         [](nk_batch_norm_desc&, const float*& src, float*&, const float*&, float*&) { src = nullptr; }},
+        {"dst overlapping src", kInference, NK_ERROR_INVALID_ARGUMENT,
+         [](nk_batch_norm_desc&, const float*& src, float*& dst, const float*&, float*&) { src = dst + 1; }},
+        {"running_var without running_mean", kTraining, NK_ERROR_NULL_POINTER,
+         [](nk_batch_norm_desc&, const float*&, float*&, const float*&, float*& rm) { rm = nullptr; }},
+        {"mean NULL", kInference, NK_ERROR_NULL_POINTER,
+         [](nk_batch_norm_desc&, const float*&, float*&, const float*& mean, float*&) { mean = nullptr; }},
+        {"save_mean NULL", kBackward, NK_ERROR_NULL_POINTER,
+         [](nk_batch_norm_desc&, const float*&, float*&, const float*& mean, float*&) { mean = nullptr; }},
+    };
+    for (const Bad& bad : bads) {
+        CAPTURE(bad.what);
+        nk_batch_norm_desc desc = good;
+        const float* src = d.src.data();
+        float* out = dst.data();
+        const float* stats = bad.op == kBackward ? d.save_mean.data() : d.running_mean.data();
+        float* running_mean = rm.data();
+        bad.change(desc, src, out, stats, running_mean);
+        nk_status s = NK_OK;
+        if (bad.op == kTraining)
+            s = nk_batch_norm_forward_training(ctx.get(), &desc, src, out, d.scale.data(), d.shift.data(),
+                                               running_mean, rv.data(), mean.data(), invstd.data());
+        else if (bad.op == kInference)
+            s = nk_batch_norm_forward_inference(ctx.get(), &desc, src, out, d.scale.data(), d.shift.data(), stats,
+                                                d.running_var.data());
+        else
+            s = nk_batch_norm_backward(ctx.get(), &desc, src, d.dy.data(), d.scale.data(), stats,
+                                       d.save_invstd.data(), out, diff_scale.data(), diff_shift.data());
+        CHECK(s == bad.status);
+        CHECK(host.calls.load() == 0);
+        for (const auto* v : {&dst, &mean, &invstd, &rm, &rv, &diff_scale, &diff_shift}) CHECK(untouched(*v));
+    }
+    // The control: the same call with good arguments does call the hook.
+    std::string error;
+    run_op(ctx.get(), d, kInference, error);
+    CHECK(error.empty());
+    CHECK(host.calls.load() > 0);
+}
+
+TEST_CASE("parallel for: a rejected nk_context_set_parallel_for leaves the context as it was") {
+    test::Context ctx(nk_context_isa(nullptr), 0);
+    Host kept, rejected;
+    set_host(ctx.get(), kept, 2);
+    CHECK(nk_context_set_parallel_for(ctx.get(), &Host::run, &rejected, 0) == NK_ERROR_INVALID_ARGUMENT);
+    CHECK(std::string(nk_last_error_message()).find("threads is 0") != std::string::npos);
+    CHECK(nk_context_set_parallel_for(nullptr, &Host::run, &rejected, 2) == NK_ERROR_NULL_POINTER);
+    CHECK(std::string(nk_last_error_message()).find("ctx is NULL") != std::string::npos);
+    std::string error;
+    run_op(ctx.get(), make_data({NK_LAYOUT_NCS, 3, 5, 17000}, 9), kTraining, error);
+    CHECK(error.empty());
+    CHECK(kept.calls.load() > 0);
+    CHECK(rejected.calls.load() == 0);
+}
