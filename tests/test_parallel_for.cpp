@@ -11,6 +11,7 @@
 #include <atomic>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -463,4 +464,54 @@ TEST_CASE("parallel for: a rejected nk_context_set_parallel_for leaves the conte
     CHECK(error.empty());
     CHECK(kept.calls.load() > 0);
     CHECK(rejected.calls.load() == 0);
+}
+
+TEST_CASE("parallel for: the host gets min(items, threads) contiguous chunks, covering every item once") {
+    struct Chunk {
+        int64_t begin, end;
+    };
+    for (int32_t threads : {2, 3, 8, 1000}) {
+        Host host;
+        host.order = Order::shuffled;
+        const nk::Threads runner(nk::HostParallelFor{&Host::run, &host, threads});
+        CHECK(runner.concurrency() == threads);
+        for (int64_t items : {int64_t(1), int64_t(2), int64_t(7), int64_t(1001), int64_t(1) << 62}) {
+            CAPTURE(threads);
+            CAPTURE(items);
+            std::mutex mutex;
+            std::vector<Chunk> chunks;
+            runner.parallel_for(items, [&](int64_t begin, int64_t end) {
+                std::lock_guard<std::mutex> lock(mutex);
+                chunks.push_back({begin, end});
+            });
+            std::sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) { return a.begin < b.begin; });
+            REQUIRE(chunks.size() == size_t(std::min<int64_t>(items, threads)));
+            int64_t next = 0, smallest = INT64_MAX, largest = 0;
+            for (const Chunk& c : chunks) {
+                CHECK(c.begin == next);
+                CHECK(c.end > c.begin);
+                smallest = std::min(smallest, c.end - c.begin);
+                largest = std::max(largest, c.end - c.begin);
+                next = c.end;
+            }
+            CHECK(next == items);
+            CHECK(largest - smallest <= 1);
+        }
+    }
+}
+
+TEST_CASE("parallel for: an exception of a task reaches the caller once the host's fn has returned") {
+    Host host;
+    host.order = Order::team;
+    const nk::Threads runner(nk::HostParallelFor{&Host::run, &host, 4});
+    std::atomic<int> ran{0};
+    CHECK_THROWS_AS(runner.parallel_for(8,
+                                        [&](int64_t begin, int64_t end) {
+                                            ran.fetch_add(1);
+                                            if (begin <= 5 && 5 < end) throw std::bad_alloc();
+                                        }),
+                    std::bad_alloc);
+    CHECK(host.calls.load() == 1);
+    CHECK(ran.load() >= 1);
+    CHECK(ran.load() <= 4);
 }
