@@ -298,7 +298,13 @@ TEST_CASE("parallel for: a hook that breaks its contract fails the call with a m
              task(arg, 0);
              for (int64_t i = 0; i < tasks; ++i) task(arg, i);
          },
-         "returned after"},
+         "task(arg, 0) twice"},
+        {"runs the last task twice instead of the first",
+         [](void*, int64_t tasks, nk_task_fn task, void* arg) {
+             for (int64_t i = 1; i < tasks; ++i) task(arg, i);
+             task(arg, tasks - 1);
+         },
+         "twice"},
         {"runs none",
          [](void*, int64_t, nk_task_fn, void*) {},
          "returned after"},

@@ -49,11 +49,21 @@ int64_t chunk_begin(int64_t t, int64_t n, int64_t items) {
 // (nothing may unwind through the host's frames, which may be C or OpenMP); the calling
 // thread rethrows it once the host's fn has returned.
 struct HostLoop {
+    // Tasks below this are checked one by one (a second run is refused and reported);
+    // beyond it only their count is. Pools of more threads than this are rare.
+    static constexpr int64_t kTracked = 1024;
+
+    HostLoop(FunctionRef<void(int64_t, int64_t)> body_, int64_t items_, int64_t tasks_)
+        : body(body_), items(items_), tasks(tasks_) {
+        for (std::atomic<uint64_t>& word : seen) word.store(0, std::memory_order_relaxed);
+    }
+
     FunctionRef<void(int64_t, int64_t)> body;
     int64_t items, tasks;
     std::atomic<int64_t> ran{0};
-    std::atomic<bool> out_of_range{false};
+    std::atomic<bool> out_of_range{false}, repeated{false};
     std::atomic<int64_t> bad_index{0};
+    std::atomic<uint64_t> seen[kTracked / 64];
     std::atomic<bool> failed{false};
     std::exception_ptr error; // written by the one task that set `failed`
 
@@ -63,6 +73,15 @@ struct HostLoop {
             loop.bad_index.store(i, std::memory_order_relaxed);
             loop.out_of_range.store(true, std::memory_order_relaxed);
             return;
+        }
+        if (i < kTracked) {
+            const uint64_t bit = uint64_t(1) << (i % 64);
+            if (loop.seen[i / 64].fetch_or(bit, std::memory_order_relaxed) & bit) {
+                // Running it again could race with its first run on the same outputs.
+                loop.bad_index.store(i, std::memory_order_relaxed);
+                loop.repeated.store(true, std::memory_order_relaxed);
+                return;
+            }
         }
         loop.ran.fetch_add(1, std::memory_order_relaxed);
         if (loop.failed.load(std::memory_order_relaxed)) return; // the call fails anyway
@@ -75,7 +94,7 @@ struct HostLoop {
 };
 
 void run_hosted(const HostParallelFor& host, int64_t items, FunctionRef<void(int64_t, int64_t)> body) {
-    HostLoop loop{body, items, std::min<int64_t>(items, host.threads)};
+    HostLoop loop(body, items, std::min<int64_t>(items, host.threads));
     if (loop.tasks == 1) { // nothing to share: the host's pool would only add a hand-off
         body(0, items);
         return;
@@ -89,6 +108,11 @@ void run_hosted(const HostParallelFor& host, int64_t items, FunctionRef<void(int
                       "the parallel-for fn called task(arg, %" PRId64 ") with tasks = %" PRId64
                       ": i must be in [0, tasks)",
                       bad, loop.tasks);
+    else if (loop.repeated.load())
+        std::snprintf(message, sizeof message,
+                      "the parallel-for fn called task(arg, %" PRId64 ") twice: it must call task(arg, i) "
+                      "once for every i in [0, tasks)",
+                      bad);
     else if (ran != loop.tasks)
         std::snprintf(message, sizeof message,
                       "the parallel-for fn returned after %" PRId64 " task calls with tasks = %" PRId64
