@@ -19,6 +19,11 @@
 #   NK_BENCH_MIN_TIME  minimum seconds per run (default 0.05)
 #   NK_BENCH_OUT       JSON path (default <build-dir>/bench/normkit_bench.json)
 #   NK_BENCH_STRICT=1  exit 1 when a target is missed
+#   NK_BENCH_HOST      1: after the summary, run normkit_bench_host (normkit inside an
+#                      OpenMP program, on oneTBB and on the program's threads through
+#                      nk_context_set_parallel_for; built where OpenMP is found), with
+#                      the same rounds and min time; 0: do not. Default: 1 unless a
+#                      filter was given
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
@@ -105,4 +110,21 @@ echo
 
 strict=()
 [[ "${NK_BENCH_STRICT:-0}" == 1 ]] && strict=(--strict)
-exec "$summary" "${strict[@]}" "$out"
+host="$build/bench/normkit_bench_host"
+filtered=0
+[[ -n ${NK_BENCH_FILTER:-} || $filter != . ]] && filtered=1
+if [[ ${NK_BENCH_HOST:-$((1 - filtered))} != 1 || ! -x $host ]]; then
+    exec "$summary" "${strict[@]}" "$out"
+fi
+set +e
+"$summary" "${strict[@]}" "$out"
+summary_status=$?
+set -e
+echo
+host_out="${out%.json}_host.json"
+echo "== normkit_bench_host: normkit inside an OpenMP program (every run in ${host_out%.json}.log)"
+"$host" --rounds="${NK_BENCH_ROUNDS:-5}" --benchmark_min_time="${NK_BENCH_MIN_TIME:-0.05}" \
+    --benchmark_out="$host_out" --benchmark_out_format=json >"${host_out%.json}.log" 2>&1 ||
+    { echo "run_report.sh: normkit_bench_host failed; its output is in ${host_out%.json}.log" >&2; exit 1; }
+sed -n '/^normkit inside an OpenMP host/,$p' "${host_out%.json}.log"
+exit "$summary_status"

@@ -34,6 +34,22 @@ nk_status nk_context_set_num_threads(nk_context* ctx, int32_t n) {
     });
 }
 
+nk_status nk_context_set_parallel_for(nk_context* ctx, nk_parallel_for_fn fn, void* user, int32_t threads) {
+    nk::clear_error();
+    if (ctx == nullptr)
+        return nk::fail(NK_ERROR_NULL_POINTER, "ctx is NULL: the process default context cannot be changed");
+    if (fn != nullptr && threads < 1)
+        return nk::fail(NK_ERROR_INVALID_ARGUMENT,
+                        "threads is %d: with a parallel-for fn it must be >= 1 (the threads fn runs tasks on)",
+                        threads);
+    // NULL fn: back to oneTBB, as a new context has it. Neither Threads constructor
+    // allocates or throws.
+    const nk::Threads runner = fn != nullptr ? nk::Threads(nk::HostParallelFor{fn, user, threads}) : nk::Threads();
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    ctx->threads = runner;
+    return NK_OK;
+}
+
 nk_status nk_context_set_max_isa(nk_context* ctx, int32_t isa) {
     nk::clear_error();
     if (ctx == nullptr)

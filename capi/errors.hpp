@@ -1,6 +1,7 @@
 // Status and the thread-local message behind nk_last_error_message().
 #pragma once
 
+#include "core/parallel.hpp"
 #include "normkit/normkit.h"
 
 namespace nk {
@@ -25,6 +26,8 @@ nk_status nk::guarded(Body&& body) noexcept {
         return body();
     } catch (const std::bad_alloc&) {
         return fail(NK_ERROR_OUT_OF_MEMORY, "out of memory for scratch buffers");
+    } catch (const HostParallelForError& e) {
+        return fail(NK_ERROR_INVALID_ARGUMENT, "%s", e.what());
     } catch (...) {
         return fail(NK_ERROR_INTERNAL, "internal error (unexpected exception)");
     }

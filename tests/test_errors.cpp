@@ -62,7 +62,7 @@ void* wrapping_tensor() { return top_of_memory<void>(64); }
 // 12 bytes (3 channels) from here wrap; 8-byte aligned.
 float* wrapping_channels() { return top_of_memory<float>(8); }
 
-enum class Api { training, inference, backward, desc_init, context_create, set_num_threads, set_max_isa };
+enum class Api { training, inference, backward, desc_init, context_create, set_num_threads, set_max_isa, set_parallel_for };
 
 const char* api_name(Api api) {
     switch (api) {
@@ -73,8 +73,15 @@ const char* api_name(Api api) {
     case Api::context_create: return "nk_context_create";
     case Api::set_num_threads: return "nk_context_set_num_threads";
     case Api::set_max_isa: return "nk_context_set_max_isa";
+    case Api::set_parallel_for: return "nk_context_set_parallel_for";
     }
     return "?";
+}
+
+// A host parallel-for that runs the tasks in order and counts its calls (user: an int).
+void counting_parallel_for(void* user, int64_t tasks, nk_task_fn task, void* arg) {
+    ++*static_cast<int*>(user);
+    for (int64_t i = 0; i < tasks; ++i) task(arg, i);
 }
 
 // Every buffer a call can name has a slot in the arena.
@@ -122,6 +129,8 @@ struct Call {
     nk_context* created = nullptr;
     nk_context* target;
     int32_t value = 1;
+    nk_parallel_for_fn parallel_for = counting_parallel_for;
+    int parallel_for_calls = 0;
 
     explicit Call(Api a) : api(a), arena(kSlots * kSlotFloats, canary()) {
         nk_batch_norm_desc& dd = d();
@@ -197,6 +206,8 @@ struct Call {
         case Api::context_create: return nk_context_create(create_target);
         case Api::set_num_threads: return nk_context_set_num_threads(target, value);
         case Api::set_max_isa: return nk_context_set_max_isa(target, value);
+        case Api::set_parallel_for:
+            return nk_context_set_parallel_for(target, parallel_for, &parallel_for_calls, value);
         }
         return -1;
     }
@@ -408,6 +419,14 @@ const Row kRows[] = {
     {"set_max_isa(ctx, 99)", A::set_max_isa, [](Call& c) { c.value = 99; }, kArg, "isa", nullptr},
     {"set_max_isa(ctx, INT32_MIN)", A::set_max_isa, [](Call& c) { c.value = std::numeric_limits<int32_t>::min(); },
      kArg, "isa", nullptr},
+    {"set_parallel_for(NULL, fn, 2)", A::set_parallel_for, [](Call& c) { c.target = nullptr; c.value = 2; }, kNull,
+     "ctx", nullptr},
+    {"set_parallel_for(NULL, NULL, 0)", A::set_parallel_for,
+     [](Call& c) { c.target = nullptr; c.parallel_for = nullptr; c.value = 0; }, kNull, "ctx", nullptr},
+    {"set_parallel_for(ctx, fn, 0)", A::set_parallel_for, [](Call& c) { c.value = 0; }, kArg, "threads", nullptr},
+    {"set_parallel_for(ctx, fn, -1)", A::set_parallel_for, [](Call& c) { c.value = -1; }, kArg, "threads", nullptr},
+    {"set_parallel_for(ctx, fn, INT32_MIN)", A::set_parallel_for,
+     [](Call& c) { c.value = std::numeric_limits<int32_t>::min(); }, kArg, "threads", nullptr},
 };
 
 // A successful call: clears the calling thread's message.
@@ -421,7 +440,7 @@ void succeed() {
 
 TEST_CASE("errors: the unchanged call of every row is valid") {
     for (Api api : {A::training, A::inference, A::backward, A::desc_init, A::context_create, A::set_num_threads,
-                    A::set_max_isa}) {
+                    A::set_max_isa, A::set_parallel_for}) {
         const std::string api_str = api_name(api);
         CAPTURE(api_str);
         Call call(api);
@@ -601,6 +620,20 @@ TEST_CASE("errors: edge values that are valid") {
             CHECK(call.run() == NK_OK);
         }
     }
+    SUBCASE("nk_context_set_parallel_for: 1 or many threads; fn NULL with any threads") {
+        Call call(A::set_parallel_for);
+        for (int32_t n : {1, 2, 64, std::numeric_limits<int32_t>::max()}) {
+            call.value = n;
+            CAPTURE(n);
+            CHECK(call.run() == NK_OK);
+        }
+        call.parallel_for = nullptr;
+        for (int32_t n : {0, -1, 5}) {
+            call.value = n;
+            CAPTURE(n);
+            CHECK(call.run() == NK_OK);
+        }
+    }
     SUBCASE("nk_context_set_max_isa: every NK_ISA_*, capped by the CPU") {
         Call call(A::set_max_isa);
         const int32_t best = nk_context_isa(nullptr);
@@ -748,7 +781,7 @@ TEST_CASE("errors: the message is cleared by the next successful call") {
     REQUIRE(bad.run() == NK_ERROR_INVALID_ARGUMENT);
     REQUIRE(names(nk_last_error_message(), "epsilon"));
     for (Api api : {A::training, A::inference, A::backward, A::desc_init, A::context_create, A::set_num_threads,
-                    A::set_max_isa}) {
+                    A::set_max_isa, A::set_parallel_for}) {
         const std::string api_str = api_name(api);
         CAPTURE(api_str);
         Call good(api); // its constructor makes calls of its own: set the error after it
@@ -985,6 +1018,7 @@ TEST_CASE("errors: the message gives the value at fault") {
         {"reserved1 77", A::training, [](Call& c) { c.d().reserved1 = 77u; }, "77"},
         {"set_max_isa 99", A::set_max_isa, [](Call& c) { c.value = 99; }, "99"},
         {"set_num_threads -3", A::set_num_threads, [](Call& c) { c.value = -3; }, "-3"},
+        {"set_parallel_for threads -9", A::set_parallel_for, [](Call& c) { c.value = -9; }, "-9"},
     };
     for (const auto& row : rows) {
         Call call(row.api);

@@ -73,12 +73,31 @@ typedef struct nk_context nk_context;
 
 NK_API nk_status nk_context_create(nk_context** ctx);
 NK_API void      nk_context_destroy(nk_context* ctx); /* NULL is a no-op */
-/* n = 0: all threads of the caller's arena; n >= 1: at most n threads. */
+/* n = 0: all threads of the caller's arena; n >= 1: at most n threads (n = 1: the calling
+ * thread alone, without touching oneTBB). */
 NK_API nk_status nk_context_set_num_threads(nk_context* ctx, int32_t n);
 /* isa: one of NK_ISA_*. A cap above what the CPU has is allowed: the best available is used. */
 NK_API nk_status nk_context_set_max_isa(nk_context* ctx, int32_t isa);
 /* The NK_ISA_* path calls made with ctx take (ctx may be NULL: the process default). */
 NK_API int32_t   nk_context_isa(const nk_context* ctx);
+
+/* Runs the calls made with ctx on the host's thread pool (as XNNPACK takes a pthreadpool):
+ * normkit then starts no thread and never enters oneTBB. A pass of a call is cut into
+ * `tasks` contiguous chunks (2 <= tasks <= threads; a pass of one chunk runs on the
+ * calling thread without fn), and fn(user, tasks, task, arg) must call task(arg, i) exactly
+ * once for every i in [0, tasks), on any threads, in any order, and return only when every
+ * call has returned. Results are bitwise those of oneTBB and of one thread. fn is called on
+ * the thread that called normkit, possibly from several threads at once when ctx is
+ * shared. Giving task i to the same thread in every pass (a static schedule) keeps data in
+ * that core's cache between passes. A fn detected breaking its contract makes the call
+ * fail with NK_ERROR_INVALID_ARGUMENT (outputs then undefined).
+ * threads (>= 1): how many threads fn runs tasks on; it sets the number of chunks.
+ * fn NULL: back to oneTBB with all threads of the caller's arena (user and threads ignored).
+ * This and nk_context_set_num_threads replace each other's setting. */
+typedef void (*nk_task_fn)(void* arg, int64_t i);
+typedef void (*nk_parallel_for_fn)(void* user, int64_t tasks, nk_task_fn task, void* arg);
+NK_API nk_status nk_context_set_parallel_for(nk_context* ctx, nk_parallel_for_fn fn, void* user,
+                                             int32_t threads);
 
 /* ---- Batch normalization ------------------------------------------------- */
 

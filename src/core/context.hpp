@@ -27,6 +27,7 @@ struct nk_context {
     // Setters may race with calls that use the context: the snapshot is taken under the lock.
     mutable std::mutex mutex;
     nk::Isa max_isa = nk::Isa::avx512;
+    // oneTBB with a cap, or the host's parallel-for: whichever setter ran last.
     nk::Threads threads;
     nk::Schedule schedule = nk::Schedule::automatic; // tests only (see ExecConfig)
 };

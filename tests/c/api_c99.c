@@ -98,6 +98,58 @@ static void test_context(void) {
     nk_context_destroy(NULL);
 }
 
+/* A host's parallel-for that runs the tasks last first and counts its calls. */
+static void reverse_parallel_for(void* user, int64_t tasks, nk_task_fn task, void* arg) {
+    int64_t i;
+    ++*(int*)user;
+    for (i = tasks - 1; i >= 0; --i) task(arg, i);
+}
+
+static void test_parallel_for(void) {
+    enum { PN = 4, PC = 3, PS = 20000, PCOUNT = PN * PC * PS }; /* rows longer than a piece: several tasks */
+    float* src = (float*)malloc(PCOUNT * sizeof(float));
+    float* want = (float*)malloc(PCOUNT * sizeof(float));
+    float* got = (float*)malloc(PCOUNT * sizeof(float));
+    float mean[PC], variance[PC];
+    nk_batch_norm_desc desc;
+    nk_context *ctx = NULL, *serial = NULL;
+    int calls = 0, i;
+    CHECK(src != NULL && want != NULL && got != NULL);
+    if (src == NULL || want == NULL || got == NULL) return;
+    for (i = 0; i < PCOUNT; ++i) src[i] = (float)sin(0.01 * i) + 0.5f;
+    for (i = 0; i < PC; ++i) {
+        mean[i] = 0.5f;
+        variance[i] = 0.5f + (float)i;
+    }
+    CHECK(nk_batch_norm_desc_init(&desc, NK_LAYOUT_NCS, PN, PC, PS) == NK_OK);
+    CHECK(nk_context_create(&serial) == NK_OK);
+    CHECK(nk_context_set_num_threads(serial, 1) == NK_OK);
+    CHECK(nk_context_create(&ctx) == NK_OK);
+    CHECK(nk_context_set_parallel_for(ctx, reverse_parallel_for, &calls, 2) == NK_OK);
+    CHECK(message_is_empty());
+    CHECK(nk_batch_norm_forward_inference(serial, &desc, src, want, NULL, NULL, mean, variance) == NK_OK);
+    CHECK(nk_batch_norm_forward_inference(ctx, &desc, src, got, NULL, NULL, mean, variance) == NK_OK);
+    CHECK(calls > 0);
+    CHECK(memcmp(want, got, PCOUNT * sizeof(float)) == 0);
+
+    /* Errors, and NULL fn back to oneTBB. */
+    CHECK(nk_context_set_parallel_for(NULL, reverse_parallel_for, &calls, 2) == NK_ERROR_NULL_POINTER &&
+          message_names("ctx"));
+    CHECK(nk_context_set_parallel_for(ctx, reverse_parallel_for, &calls, 0) == NK_ERROR_INVALID_ARGUMENT &&
+          message_names("threads"));
+    CHECK(nk_context_set_parallel_for(ctx, NULL, NULL, 0) == NK_OK);
+    calls = 0;
+    CHECK(nk_batch_norm_forward_inference(ctx, &desc, src, got, NULL, NULL, mean, variance) == NK_OK);
+    CHECK(calls == 0);
+    CHECK(memcmp(want, got, PCOUNT * sizeof(float)) == 0);
+
+    nk_context_destroy(ctx);
+    nk_context_destroy(serial);
+    free(src);
+    free(want);
+    free(got);
+}
+
 static void test_batch_norm(void) {
     float src[COUNT], dst[COUNT], dy[COUNT], diff_src[COUNT], inference_dst[COUNT];
     float scale[C], shift[C], running_mean[C], running_var[C], save_mean[C], save_invstd[C];
@@ -329,6 +381,7 @@ int main(void) {
     test_batch_norm();
     test_layer_norm();
     test_group_norm();
+    test_parallel_for();
     printf("normkit %u from C99: %d passed, %d failed\n", (unsigned)nk_version(), g_passed, g_failed);
     return g_failed != 0;
 }
