@@ -192,7 +192,10 @@ TEST_CASE("group norm: large offsets, constant groups, huge values, NaN confined
             const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
             s.for_group(0, 0, [&](int64_t i, int64_t) { in.src[size_t(i)] = -2.5f; });
             int k = 0;
-            s.for_group(0, 1, [&](int64_t i, int64_t) { in.src[size_t(i)] = (k++ % 2 ? 1e30f : -1e30f) * (1 + 1e-3f * float(k % 5)); });
+            s.for_group(0, 1, [&](int64_t i, int64_t) {
+                ++k;
+                in.src[size_t(i)] = (k % 2 ? 1e30f : -1e30f) * (1 + 1e-3f * float(k % 5));
+            });
             s.for_group(0, 2, [&](int64_t i, int64_t) { if (i % 7 == 0) in.src[size_t(i)] = nan; });
             s.for_group(0, 3, [&](int64_t i, int64_t) { if (i % 9 == 0) in.src[size_t(i)] = inf; });
             const Outputs o = run(in, ctx.get());

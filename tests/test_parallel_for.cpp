@@ -521,3 +521,72 @@ TEST_CASE("parallel for: an exception of a task reaches the caller once the host
     CHECK(ran.load() >= 1);
     CHECK(ran.load() <= 4);
 }
+
+TEST_CASE("parallel for: layer, RMS and group norm give oneTBB's bits, whatever order and thread runs the tasks") {
+    const int32_t isa = nk_context_isa(nullptr);
+    // Every output of the row ops and of group norm on one shape, concatenated.
+    struct Rows {
+        int64_t m, k;
+    };
+    struct Groups {
+        int32_t layout;
+        int64_t n, c, s, g;
+    };
+    auto run_rows = [](nk_context* ctx, const Rows& sh, bool rms) {
+        const size_t count = size_t(sh.m * sh.k);
+        const std::vector<float> x = test::normal(count, 1.0, 2.0, 71), r = test::normal(count, 0.0, 1.0, 72),
+                                 dy = test::normal(count, 0.0, 1.0, 73), w = test::uniform(size_t(sh.k), 0.5, 1.5, 74),
+                                 b = test::uniform(size_t(sh.k), -1.0, 1.0, 75);
+        std::vector<float> sum(count), dst(count), mean(size_t(sh.m)), inv(size_t(sh.m)), dx(count), ds(size_t(sh.k)),
+            db(size_t(sh.k));
+        nk_layer_norm_desc d;
+        REQUIRE(nk_layer_norm_desc_init(&d, sh.m, sh.k) == NK_OK);
+        if (rms) {
+            REQUIRE(nk_rms_norm_forward(ctx, &d, x.data(), r.data(), sum.data(), dst.data(), w.data(), inv.data()) == NK_OK);
+            REQUIRE(nk_rms_norm_backward(ctx, &d, sum.data(), dy.data(), w.data(), inv.data(), dx.data(), ds.data()) == NK_OK);
+        } else {
+            REQUIRE(nk_layer_norm_forward(ctx, &d, x.data(), r.data(), sum.data(), dst.data(), w.data(), b.data(),
+                                          mean.data(), inv.data()) == NK_OK);
+            REQUIRE(nk_layer_norm_backward(ctx, &d, sum.data(), dy.data(), w.data(), mean.data(), inv.data(), dx.data(),
+                                           ds.data(), db.data()) == NK_OK);
+        }
+        std::vector<float> out;
+        for (auto* v : {&sum, &dst, &mean, &inv, &dx, &ds, &db}) out.insert(out.end(), v->begin(), v->end());
+        return out;
+    };
+    auto run_groups = [](nk_context* ctx, const Groups& sh) {
+        const size_t count = size_t(sh.n * sh.c * sh.s), stats = size_t(sh.n * sh.g);
+        const std::vector<float> x = test::normal(count, 1.0, 2.0, 81), dy = test::normal(count, 0.0, 1.0, 82),
+                                 w = test::uniform(size_t(sh.c), 0.5, 1.5, 83), b = test::uniform(size_t(sh.c), -1.0, 1.0, 84);
+        std::vector<float> dst(count), mean(stats), inv(stats), dx(count), ds(size_t(sh.c)), db(size_t(sh.c));
+        nk_group_norm_desc d;
+        REQUIRE(nk_group_norm_desc_init(&d, sh.layout, sh.n, sh.c, sh.s, sh.g) == NK_OK);
+        REQUIRE(nk_group_norm_forward(ctx, &d, x.data(), dst.data(), w.data(), b.data(), mean.data(), inv.data()) == NK_OK);
+        REQUIRE(nk_group_norm_backward(ctx, &d, x.data(), dy.data(), w.data(), mean.data(), inv.data(), dx.data(),
+                                       ds.data(), db.data()) == NK_OK);
+        std::vector<float> out;
+        for (auto* v : {&dst, &mean, &inv, &dx, &ds, &db}) out.insert(out.end(), v->begin(), v->end());
+        return out;
+    };
+    test::Context tbb(isa, 0);
+    test::Context hooked(isa, 0);
+    int64_t hook_calls = 0;
+    for (Order order : {Order::forward, Order::reverse, Order::shuffled, Order::team})
+        for (int32_t threads : {2, 3, 7}) {
+            Host host;
+            host.order = order;
+            set_host(hooked.get(), host, threads);
+            INFO(order_name(order) << ", threads " << threads);
+            for (Rows sh : {Rows{300, 96}, Rows{5, 20000}})
+                for (bool rms : {false, true}) {
+                    INFO((rms ? "rms " : "layer ") << sh.m << "x" << sh.k);
+                    CHECK(test::same_bits(run_rows(hooked.get(), sh, rms), run_rows(tbb.get(), sh, rms)));
+                }
+            for (Groups sh : {Groups{NK_LAYOUT_NCS, 3, 32, 300, 8}, Groups{NK_LAYOUT_NSC, 3, 32, 3000, 8}}) {
+                INFO("group norm, layout " << sh.layout);
+                CHECK(test::same_bits(run_groups(hooked.get(), sh), run_groups(tbb.get(), sh)));
+            }
+            hook_calls += host.calls.load();
+        }
+    CHECK(hook_calls > 0);
+}
