@@ -24,6 +24,9 @@
 #                      nk_context_set_parallel_for; built where OpenMP is found), with
 #                      the same rounds and min time; 0: do not. Default: 1 unless a
 #                      filter was given
+#   NK_BENCH_NORMS     1: then run normkit_bench_norms (layer, RMS and group norm against
+#                      their roofline and oneDNN) with the same rounds and min time and
+#                      print its table; 0: do not. Default: 1 unless a filter was given
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
@@ -111,20 +114,30 @@ echo
 strict=()
 [[ "${NK_BENCH_STRICT:-0}" == 1 ]] && strict=(--strict)
 host="$build/bench/normkit_bench_host"
+norms="$build/bench/normkit_bench_norms"
 filtered=0
 [[ -n ${NK_BENCH_FILTER:-} || $filter != . ]] && filtered=1
-if [[ ${NK_BENCH_HOST:-$((1 - filtered))} != 1 || ! -x $host ]]; then
+run_host=0 run_norms=0
+[[ ${NK_BENCH_HOST:-$((1 - filtered))} == 1 && -x $host ]] && run_host=1
+[[ ${NK_BENCH_NORMS:-$((1 - filtered))} == 1 && -x $norms ]] && run_norms=1
+if ((!run_host && !run_norms)); then
     exec "$summary" "${strict[@]}" "$out"
 fi
 set +e
 "$summary" "${strict[@]}" "$out"
 summary_status=$?
 set -e
-echo
-host_out="${out%.json}_host.json"
-echo "== normkit_bench_host: normkit inside an OpenMP program (every run in ${host_out%.json}.log)"
-"$host" --rounds="${NK_BENCH_ROUNDS:-5}" --benchmark_min_time="${NK_BENCH_MIN_TIME:-0.05}" \
-    --benchmark_out="$host_out" --benchmark_out_format=json >"${host_out%.json}.log" 2>&1 ||
-    { echo "run_report.sh: normkit_bench_host failed; its output is in ${host_out%.json}.log" >&2; exit 1; }
-sed -n '/^normkit inside an OpenMP host/,$p' "${host_out%.json}.log"
+# Runs one of the other suites with the rounds and min time of this one; prints its
+# console output from the line that starts with $3 on (its own table).
+other_suite() { # exe title table-start
+    local exe=$1 title=$2 start=$3 json="${out%.json}_$(basename "$1" | sed 's/^normkit_bench_//').json"
+    echo
+    echo "== $(basename "$exe"): $title (every run in ${json%.json}.log)"
+    "$exe" --rounds="${NK_BENCH_ROUNDS:-5}" --benchmark_min_time="${NK_BENCH_MIN_TIME:-0.05}" \
+        --benchmark_out="$json" --benchmark_out_format=json >"${json%.json}.log" 2>&1 ||
+        { echo "run_report.sh: $(basename "$exe") failed; its output is in ${json%.json}.log" >&2; exit 1; }
+    sed -n "/^$start/,\$p" "${json%.json}.log"
+}
+((run_host)) && other_suite "$host" "normkit inside an OpenMP program" "normkit inside an OpenMP host"
+((run_norms)) && other_suite "$norms" "layer, RMS and group norm" "op  "
 exit "$summary_status"
