@@ -319,10 +319,11 @@ def _update_running_stats(running_mean, running_var, save_mean, save_invstd, cou
     running_var.copy_((1 - momentum) * running_var.double() + momentum * unbiased.mean(0))
 
 
-def _verify_more_than_one(input, values, message):
-    # torch's group_norm and instance_norm refuse these inputs; so do their drop-ins.
+def _verify_more_than_one(size, values, message):
+    # torch's group_norm and instance_norm refuse these inputs; so do their drop-ins, in
+    # torch's words (size: what torch names as the input's size).
     if values == 1:
-        raise ValueError(f"{message}, got input size {list(input.shape)}")
+        raise ValueError(f"{message}, got input size {size}")
 
 
 class GroupNorm(_NormkitModule, torch.nn.GroupNorm):
@@ -333,8 +334,8 @@ class GroupNorm(_NormkitModule, torch.nn.GroupNorm):
         if input.dim() < 2 or input.shape[1] != self.num_channels:
             raise ValueError(f"input has shape {tuple(input.shape)}: expected (N, {self.num_channels}, *) for "
                              f"num_channels {self.num_channels}")
-        _verify_more_than_one(input, input.shape[0] * self.num_channels // self.num_groups *
-                              math.prod(input.shape[2:]), "Expected more than 1 value per channel when training")
+        size = [input.shape[0] * self.num_channels // self.num_groups, self.num_groups] + list(input.shape[2:])
+        _verify_more_than_one(size, size[0] * math.prod(size[2:]), "Expected more than 1 value per channel when training")
         return _GroupNormFunction.apply(input, self.weight, self.bias, self.num_groups, self.eps, self.context,
                                         None, None, 0.0)
 
@@ -359,7 +360,8 @@ class _NormkitInstanceNorm(_NormkitModule):
             # Every instance normalized with the same per-channel statistics: batch norm's inference.
             return _BatchNormFunction.apply(input, self.weight, self.bias, self.running_mean, self.running_var,
                                             False, 0.0, self.eps, self.context)
-        _verify_more_than_one(input, math.prod(input.shape[2:]), "Expected more than 1 spatial element when training")
+        _verify_more_than_one(input.size(), math.prod(input.shape[2:]),
+                              "Expected more than 1 spatial element when training")
         track = self.training and self.track_running_stats
         if track and self.momentum is None:
             raise TypeError("momentum is None: torch's instance norm needs a float to move its running statistics")
