@@ -311,6 +311,10 @@ class _GroupNormFunction(torch.autograd.Function):
 def _update_running_stats(running_mean, running_var, save_mean, save_invstd, count, eps, momentum):
     """torch's instance norm update: running = (1 - momentum) running + momentum * the
     batch's average of each instance's mean and unbiased variance (count values each)."""
+    if save_mean.shape[0] == 0:
+        # No instances to average (torch fails here with an IndexError): the running
+        # statistics stay as they are rather than turning NaN.
+        return
     # The variance the library normalized with, invstd^-2 - eps, with eps as the library
     # had it (float32); in float64, so that only invstd's own rounding remains.
     variance = save_invstd.double().pow(-2) - float(np.float32(eps))

@@ -303,3 +303,19 @@ def test_state_dict_round_trip_with_torch():
     y64 = judge(x.double())
     assert_within(ours(x), y64, 2e-6 * (1 + np.abs(ncs(y64))).reshape(-1), "output")
     theirs.load_state_dict(ours.state_dict())
+
+
+@pytest.mark.parametrize("make", [lambda: nkt.GroupNorm(2, 4), lambda: nkt.InstanceNorm2d(4, affine=True),
+                                  lambda: nkt.InstanceNorm2d(4, affine=True, track_running_stats=True)])
+def test_an_empty_batch(make):
+    """No samples: an empty output, parameter gradients of 0 (sums of nothing), and
+    running statistics left as they were (there is no instance to average)."""
+    module = make()
+    before = copy.deepcopy(module.state_dict())
+    x = torch.empty(0, 4, 3, 3, requires_grad=True)
+    y = module(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert torch.equal(module.weight.grad, torch.zeros(4)) and torch.equal(module.bias.grad, torch.zeros(4))
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
