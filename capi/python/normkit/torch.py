@@ -339,7 +339,8 @@ class GroupNorm(_NormkitModule, torch.nn.GroupNorm):
             raise ValueError(f"input has shape {tuple(input.shape)}: expected (N, {self.num_channels}, *) for "
                              f"num_channels {self.num_channels}")
         size = [input.shape[0] * self.num_channels // self.num_groups, self.num_groups] + list(input.shape[2:])
-        _verify_more_than_one(size, size[0] * math.prod(size[2:]), "Expected more than 1 value per channel when training")
+        _verify_more_than_one(size, size[0] * math.prod(size[2:]),
+                              "Expected more than 1 value per channel when training")
         return _GroupNormFunction.apply(input, self.weight, self.bias, self.num_groups, self.eps, self.context,
                                         None, None, 0.0)
 
