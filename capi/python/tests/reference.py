@@ -1,4 +1,4 @@
-"""Float64 batch normalization, written for obviousness: the judge of the tests."""
+"""Float64 batch, layer, RMS and group normalization, written for obviousness: the judge of the tests."""
 
 import numpy as np
 

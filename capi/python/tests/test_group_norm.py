@@ -4,8 +4,9 @@ reference, layouts, in place, arguments, errors, contexts, batch invariance, DLP
 Tolerances, those of test_layer_norm.py (the C suite's), the reference being fed the
 same float32 inputs:
   dst                      |err| <= 2e-6 (1 + |ref|)
-  save_mean, save_invstd   |err| <= 1e-6 |ref|  (every group's mean is kept >= 1 in
-                           magnitude by the data's offsets, so that relative is meaningful)
+  save_mean, save_invstd   |err| <= 1e-6 |ref|  (the data's offset keeps the mean of every
+                           group of more than one value above 1, so that relative is
+                           meaningful; a group of one value has that value as its mean, exactly)
   diff_src                 |err| <= 2e-6 max over its group of
                            invstd (|g| + |mean g| + |xhat mean(g xhat)|), g = diff_dst*scale
   diff_scale, diff_shift   |err| <= 1e-6 sum over its channel of |terms|
@@ -47,8 +48,8 @@ def channels_of(shape, layout):
 
 
 def inputs(shape, layout, groups, seed, offset=3.0):
-    """src (a different offset per sample and group, so that a mix-up cannot pass, and
-    every group's mean >= 1 in magnitude), diff_dst, scale, shift."""
+    """src (offset, plus a different offset per sample and group so that a mix-up cannot
+    pass), diff_dst, scale, shift."""
     rng = np.random.default_rng(seed)
     n, c = shape[0], channels_of(shape, layout)
     group_offset = 0.1 * (np.arange(n * groups) % 13).reshape(n, groups, 1, 1)
