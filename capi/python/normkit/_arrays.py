@@ -1,5 +1,8 @@
 """Arrays in and out of a normkit call: every argument goes through check_array."""
 
+import ctypes
+import numbers
+
 import numpy as np
 
 DTYPE = np.dtype(np.float32)
@@ -39,6 +42,20 @@ def check_array(name, value, shape=None, *, output=False):
     if output and isinstance(value, np.ndarray) and not array.flags.writeable:
         raise ValueError(f"{name} is read-only")
     return array
+
+
+def check_epsilon(epsilon):
+    """epsilon, if it is a real number; its range (> 0 and finite, once rounded to
+    float32) is the library's to check."""
+    if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool):
+        raise TypeError(f"epsilon is a {type(epsilon).__name__}: expected a float")
+    return epsilon
+
+
+def fill(address, count, value):
+    """Writes value to count floats at address (an output the library left unwritten)."""
+    if address is not None and count:
+        np.frombuffer((ctypes.c_float * count).from_address(address), np.float32)[:] = value
 
 
 class Call:

@@ -81,6 +81,25 @@ class LayerNormDesc(ctypes.Structure):
     ]
 
 
+class GroupNormDesc(ctypes.Structure):
+    """nk_group_norm_desc, as published in ABI 0.1."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("layout", c_int32),
+        ("dtype", c_int32),
+        ("reserved0", c_int32),
+        ("n", c_int64),
+        ("c", c_int64),
+        ("spatial", c_int64),
+        ("groups", c_int64),
+        ("epsilon", c_float),
+        ("flags", c_uint32),
+        # Room for fields a newer library's nk_group_norm_desc_init may append (see BatchNormDesc).
+        ("_appended", c_uint8 * 256),
+    ]
+
+
 _status = c_int32
 _ctx = c_void_p  # nk_context*, or None for the process default
 _ptr = c_void_p  # a buffer's address, or None
@@ -112,6 +131,11 @@ PROTOTYPES = {
     "nk_rms_norm_forward": (_status, (_ctx, POINTER(LayerNormDesc)) + (_ptr,) * 6),
     # ctx, desc, src, diff_dst, scale, save_invrms, diff_src, diff_scale
     "nk_rms_norm_backward": (_status, (_ctx, POINTER(LayerNormDesc)) + (_ptr,) * 6),
+    "nk_group_norm_desc_init": (_status, (POINTER(GroupNormDesc), c_int32, c_int64, c_int64, c_int64, c_int64)),
+    # ctx, desc, src, dst, scale, shift, save_mean, save_invstd
+    "nk_group_norm_forward": (_status, (_ctx, POINTER(GroupNormDesc)) + (_ptr,) * 6),
+    # ctx, desc, src, diff_dst, scale, save_mean, save_invstd, diff_src, diff_scale, diff_shift
+    "nk_group_norm_backward": (_status, (_ctx, POINTER(GroupNormDesc)) + (_ptr,) * 8),
 }
 
 

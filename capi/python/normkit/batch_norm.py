@@ -31,16 +31,20 @@ TrainingResult = collections.namedtuple("TrainingResult", "dst save_mean save_in
 BackwardResult = collections.namedtuple("BackwardResult", "diff_src diff_scale diff_shift")
 
 
-def _desc(shape, layout, epsilon=1e-5, momentum=0.1, flags=0):
-    """The descriptor of a tensor of this shape, from nk_batch_norm_desc_init's defaults."""
+def split_shape(shape, layout):
+    """(layout, n, c, spatial) of a tensor of this shape in this layout (group norm's too)."""
     try:
         layout = Layout(layout)
     except ValueError:
         raise ValueError(f"layout is {layout!r}: expected normkit.Layout.NCS or .NSC") from None
     if layout == Layout.NCS:
-        n, c, spatial = shape[0], shape[1], math.prod(shape[2:])
-    else:
-        n, c, spatial = shape[0], shape[-1], math.prod(shape[1:-1])
+        return layout, shape[0], shape[1], math.prod(shape[2:])
+    return layout, shape[0], shape[-1], math.prod(shape[1:-1])
+
+
+def _desc(shape, layout, epsilon=1e-5, momentum=0.1, flags=0):
+    """The descriptor of a tensor of this shape, from nk_batch_norm_desc_init's defaults."""
+    layout, n, c, spatial = split_shape(shape, layout)
     desc = BatchNormDesc()
     call("nk_batch_norm_desc_init", ctypes.byref(desc), layout, n, c, spatial)
     desc.epsilon = epsilon

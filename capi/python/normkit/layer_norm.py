@@ -15,13 +15,12 @@ pre-norm transformer's residual stream): its backward then takes the sum as src.
 import collections
 import ctypes
 import math
-import numbers
 import operator
 
 import numpy as np
 
 from . import _context
-from ._arrays import Call
+from ._arrays import Call, check_epsilon, fill
 from ._library import LayerNormDesc, call
 
 LayerNormResult = collections.namedtuple("LayerNormResult", "dst save_mean save_invstd sum")
@@ -48,16 +47,7 @@ class _Shapes:
         self.features = shape[len(shape) - normalized_ndim:]
         self.desc = LayerNormDesc()
         call("nk_layer_norm_desc_init", ctypes.byref(self.desc), math.prod(self.rows), math.prod(self.features))
-        if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool):
-            raise TypeError(f"epsilon is a {type(epsilon).__name__}: expected a float")
-        # Its range (> 0 and finite, once rounded to float32) is the library's to check.
-        self.desc.epsilon = epsilon
-
-
-def _fill(address, count, value):
-    """Writes value to count floats at address (an output the library left unwritten)."""
-    if address is not None and count:
-        np.frombuffer((ctypes.c_float * count).from_address(address), np.float32)[:] = value
+        self.desc.epsilon = check_epsilon(epsilon)
 
 
 def _src(args, src, normalized_ndim):
@@ -84,7 +74,7 @@ def _forward(op, src, scale, shift, residual, normalized_ndim, epsilon, out, con
         # Rows of no values: their statistics are undefined, and the library (which
         # reads and writes nothing for an empty tensor) leaves them as they were.
         for address in saved:
-            _fill(address, shapes.desc.rows, np.nan)
+            fill(address, shapes.desc.rows, np.nan)
     return args.results
 
 
@@ -129,7 +119,7 @@ def _backward(op, src, diff_dst, statistics, scale, normalized_ndim, outputs, ou
     if shapes.desc.rows == 0:
         # Sums over no rows are 0; the library writes nothing for an empty tensor.
         for address in sums:
-            _fill(address, shapes.desc.features, 0.0)
+            fill(address, shapes.desc.features, 0.0)
     return args.results
 
 

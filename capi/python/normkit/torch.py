@@ -1,5 +1,5 @@
 """PyTorch modules computing with normkit: drop-in BatchNorm1d, BatchNorm2d, BatchNorm3d,
-LayerNorm and RMSNorm.
+LayerNorm, RMSNorm, GroupNorm, InstanceNorm1d, InstanceNorm2d and InstanceNorm3d.
 
 Each subclasses its torch.nn counterpart: the same constructor arguments, parameters,
 buffers and state_dict keys, and isinstance(m, torch.nn.BatchNorm2d) holds; only
@@ -12,17 +12,27 @@ RMSNorm is torch 2.4's torch.nn.RMSNorm, which older versions lack: there it sub
 a copy of its interface (normalized_shape, eps=None, elementwise_affine=True; parameter
 weight). LayerNorm and RMSNorm take an optional residual= in forward: they then
 normalize input + residual and return (output, input + residual).
+
+InstanceNormXd with track_running_stats=True keeps its running statistics as torch
+does: in training each is moved by momentum towards the batch's average of the
+per-instance mean and unbiased variance (those derived from the saved statistics), and
+in eval the input is normalized with them (normkit's batch norm inference).
 """
 
 import torch
 
+import math
 import numbers
 
+import numpy as np
+
 from . import batch_norm as _bn
+from . import group_norm as _gn
 from . import layer_norm as _ln
 from ._context import Context
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+           "InstanceNorm3d", "LayerNorm", "RMSNorm"]
 
 
 def _as_normkit_tensor(tensor):
@@ -88,8 +98,8 @@ class _BatchNormFunction(torch.autograd.Function):
         return diff_src, diff_scale, diff_shift, None, None, None, None, None, None
 
 
-class _NormkitBatchNorm:
-    """forward() of torch's _BatchNorm, with normkit doing the arithmetic."""
+class _NormkitModule:
+    """The keyword-only context= every module takes, and the check of its tensors."""
 
     def __init__(self, *args, context=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -97,12 +107,19 @@ class _NormkitBatchNorm:
             raise TypeError(f"context is a {type(context).__name__}: expected a normkit.Context or None")
         self.context = context
 
-    def forward(self, input):
-        self._check_input_dim(input)
-        for name, tensor in (("input", input), ("weight", self.weight), ("running_mean", self.running_mean)):
+    def _check_float32_cpu(self, *named):
+        for name, tensor in named:
             if tensor is not None and (tensor.dtype != torch.float32 or tensor.device.type != "cpu"):
                 raise TypeError(f"{name} is {tensor.dtype} on {tensor.device}: "
                                 f"normkit.torch.{type(self).__name__} computes in float32 on the CPU")
+
+
+class _NormkitBatchNorm(_NormkitModule):
+    """forward() of torch's _BatchNorm, with normkit doing the arithmetic."""
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        self._check_float32_cpu(("input", input), ("weight", self.weight), ("running_mean", self.running_mean))
         # torch's own rules: which statistics normalize, which running statistics move, by how much.
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -189,20 +206,11 @@ class _RowNormFunction(torch.autograd.Function):
                 None, None, None, None)
 
 
-class _NormkitRowNorm:
+class _NormkitRowNorm(_NormkitModule):
     """forward() of torch's LayerNorm / RMSNorm, with normkit doing the arithmetic."""
 
-    def __init__(self, *args, context=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if context is not None and not isinstance(context, Context):
-            raise TypeError(f"context is a {type(context).__name__}: expected a normkit.Context or None")
-        self.context = context
-
     def _normalize(self, input, residual, bias, eps, rms):
-        for name, tensor in (("input", input), ("residual", residual), ("weight", self.weight)):
-            if tensor is not None and (tensor.dtype != torch.float32 or tensor.device.type != "cpu"):
-                raise TypeError(f"{name} is {tensor.dtype} on {tensor.device}: "
-                                f"normkit.torch.{type(self).__name__} computes in float32 on the CPU")
+        self._check_float32_cpu(("input", input), ("residual", residual), ("weight", self.weight))
         ndim = len(self.normalized_shape)
         if input.dim() < ndim or tuple(input.shape[input.dim() - ndim:]) != tuple(self.normalized_shape):
             raise ValueError(f"input has shape {tuple(input.shape)}: expected (*, "
@@ -258,3 +266,122 @@ class RMSNorm(_NormkitRowNorm, getattr(torch.nn, "RMSNorm", _RMSNormInterface)):
         """The RMS norm of input, or, with residual, (that of input + residual, input + residual)."""
         eps = torch.finfo(torch.float32).eps if self.eps is None else self.eps
         return self._normalize(input, residual, None, eps, rms=True)
+
+
+class _GroupNormFunction(torch.autograd.Function):
+    """Group norm of an (N, C, *) input; with running_mean and running_var (instance
+    norm in training), those move towards the batch's statistics as torch's do."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, groups, eps, context, running_mean, running_var, momentum):
+        src, layout = _as_normkit_tensor(input.detach())
+        scale = None if weight is None else weight.detach()
+        shift = None if bias is None else bias.detach()
+        dst = torch.empty_like(src)
+        save_mean = torch.empty(input.shape[0], groups, dtype=torch.float32)
+        save_invstd = torch.empty(input.shape[0], groups, dtype=torch.float32)
+        _gn.group_norm_forward(src, groups, scale, shift, layout=layout, epsilon=eps,
+                               out=(dst, save_mean, save_invstd), context=context)
+        if running_mean is not None:
+            _update_running_stats(running_mean, running_var, save_mean, save_invstd, math.prod(input.shape[2:]),
+                                  eps, momentum)
+        ctx.save_for_backward(src, scale, save_mean, save_invstd)
+        ctx.layout, ctx.groups, ctx.channels, ctx.context = layout, groups, input.shape[1], context
+        return _from_normkit_tensor(dst, layout)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        src, scale, save_mean, save_invstd = ctx.saved_tensors
+        grad = grad_output.movedim(1, -1) if ctx.layout == _bn.Layout.NSC else grad_output
+        grad = grad.contiguous()
+        needed = ctx.needs_input_grad[:3]
+        need_src, need_weight, need_bias = needed
+        outputs = [name for name, need in zip(_gn.GroupNormBackwardResult._fields, needed) if need]
+        diff_src = torch.empty_like(src) if need_src else None
+        diff_scale = torch.empty(ctx.channels, dtype=torch.float32) if need_weight else None
+        diff_shift = torch.empty(ctx.channels, dtype=torch.float32) if need_bias else None
+        _gn.group_norm_backward(src, grad, save_mean, save_invstd, ctx.groups, scale, layout=ctx.layout,
+                                outputs=outputs, out=(diff_src, diff_scale, diff_shift), context=ctx.context)
+        if diff_src is not None:
+            diff_src = _from_normkit_tensor(diff_src, ctx.layout)
+        return diff_src, diff_scale, diff_shift, None, None, None, None, None, None
+
+
+def _update_running_stats(running_mean, running_var, save_mean, save_invstd, count, eps, momentum):
+    """torch's instance norm update: running = (1 - momentum) running + momentum * the
+    batch's average of each instance's mean and unbiased variance (count values each)."""
+    if save_mean.shape[0] == 0:
+        # No instances to average (torch fails here with an IndexError): the running
+        # statistics stay as they are rather than turning NaN.
+        return
+    # The variance the library normalized with, invstd^-2 - eps, with eps as the library
+    # had it (float32); in float64, so that only invstd's own rounding remains.
+    variance = save_invstd.double().pow(-2) - float(np.float32(eps))
+    unbiased = variance * (count / (count - 1))
+    running_mean.copy_((1 - momentum) * running_mean.double() + momentum * save_mean.double().mean(0))
+    running_var.copy_((1 - momentum) * running_var.double() + momentum * unbiased.mean(0))
+
+
+def _verify_more_than_one(size, values, message):
+    # torch's group_norm and instance_norm refuse these inputs; so do their drop-ins, in
+    # torch's words (size: what torch names as the input's size).
+    if values == 1:
+        raise ValueError(f"{message}, got input size {size}")
+
+
+class GroupNorm(_NormkitModule, torch.nn.GroupNorm):
+    """torch.nn.GroupNorm on normkit: input (N, C, *), contiguous or channels_last(_3d)."""
+
+    def forward(self, input):
+        self._check_float32_cpu(("input", input), ("weight", self.weight))
+        if input.dim() < 2 or input.shape[1] != self.num_channels:
+            raise ValueError(f"input has shape {tuple(input.shape)}: expected (N, {self.num_channels}, *) for "
+                             f"num_channels {self.num_channels}")
+        size = [input.shape[0] * self.num_channels // self.num_groups, self.num_groups] + list(input.shape[2:])
+        _verify_more_than_one(size, size[0] * math.prod(size[2:]),
+                              "Expected more than 1 value per channel when training")
+        return _GroupNormFunction.apply(input, self.weight, self.bias, self.num_groups, self.eps, self.context,
+                                        None, None, 0.0)
+
+
+class _NormkitInstanceNorm(_NormkitModule):
+    """forward() of torch's _InstanceNorm, with normkit doing the arithmetic: group norm
+    of groups == C with the input's statistics, batch norm inference with the running ones."""
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        if input.dim() == self._get_no_batch_dim():
+            return self._instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._instance_norm(input)
+
+    def _instance_norm(self, input):
+        self._check_float32_cpu(("input", input), ("weight", self.weight), ("running_mean", self.running_mean))
+        channels = input.shape[1]
+        if (self.affine or self.track_running_stats) and channels != self.num_features:
+            raise ValueError(f"input has shape {tuple(input.shape)}: expected (N, {self.num_features}, *) for "
+                             f"num_features {self.num_features}")
+        if self.track_running_stats and not self.training:
+            # Every instance normalized with the same per-channel statistics: batch norm's inference.
+            return _BatchNormFunction.apply(input, self.weight, self.bias, self.running_mean, self.running_var,
+                                            False, 0.0, self.eps, self.context)
+        _verify_more_than_one(input.size(), math.prod(input.shape[2:]),
+                              "Expected more than 1 spatial element when training")
+        track = self.training and self.track_running_stats
+        if track and self.momentum is None:
+            raise TypeError("momentum is None: torch's instance norm needs a float to move its running statistics")
+        return _GroupNormFunction.apply(input, self.weight, self.bias, channels, self.eps, self.context,
+                                        self.running_mean if track else None, self.running_var if track else None,
+                                        self.momentum if track else 0.0)
+
+
+class InstanceNorm1d(_NormkitInstanceNorm, torch.nn.InstanceNorm1d):
+    """torch.nn.InstanceNorm1d on normkit: input (N, C, L) or (C, L)."""
+
+
+class InstanceNorm2d(_NormkitInstanceNorm, torch.nn.InstanceNorm2d):
+    """torch.nn.InstanceNorm2d on normkit: input (N, C, H, W), contiguous or channels_last, or (C, H, W)."""
+
+
+class InstanceNorm3d(_NormkitInstanceNorm, torch.nn.InstanceNorm3d):
+    """torch.nn.InstanceNorm3d on normkit: input (N, C, D, H, W), contiguous or channels_last_3d, or (C, D, H, W)."""

@@ -1,4 +1,4 @@
-"""Float64 batch normalization, written for obviousness: the judge of the tests."""
+"""Float64 batch, layer, RMS and group normalization, written for obviousness: the judge of the tests."""
 
 import numpy as np
 
@@ -81,3 +81,54 @@ def row_norm_backward(x, dy, mean, invstd, scale, rms):
     bound = np.broadcast_to(terms.max(axis=1, initial=0.0)[:, None], x.shape)
     return (diff_src, (dy * xhat).sum(axis=0), dy.sum(axis=0), bound,
             np.abs(dy * xhat).sum(axis=0), np.abs(dy).sum(axis=0))
+
+
+def _per_channel(values, shape, groups):
+    """C per-channel values (None: None) spread over (N, groups, C/groups * S), the
+    shape of a group-norm tensor seen group by group."""
+    if values is None:
+        return None
+    n, c, s = shape
+    return np.broadcast_to(np.asarray(values, np.float64).reshape(1, groups, c // groups, 1),
+                           (n, groups, c // groups, s)).reshape(n, groups, -1)
+
+
+def group_norm_forward(x, groups, scale, shift, epsilon):
+    """(dst, mean, invstd) of a (N, C, S) float64 tensor, statistics (N, groups).
+
+    scale / shift: C values or None (1 / 0).
+    """
+    n, c, s = x.shape
+    groups_view = x.reshape(n, groups, -1)
+    mean = groups_view.mean(axis=2)
+    invstd = 1.0 / np.sqrt(((groups_view - mean[:, :, None]) ** 2).mean(axis=2) + epsilon)
+    dst = (groups_view - mean[:, :, None]) * invstd[:, :, None]
+    if scale is not None:
+        dst = dst * _per_channel(scale, x.shape, groups)
+    if shift is not None:
+        dst = dst + _per_channel(shift, x.shape, groups)
+    return dst.reshape(x.shape), mean, invstd
+
+
+def group_norm_backward(x, dy, mean, invstd, scale, groups):
+    """Gradients of a (N, C, S) group norm per the C header's formulas, with the
+    statistics as given: (diff_src, diff_scale, diff_shift, diff_src_bound,
+    diff_scale_terms, diff_shift_terms).
+
+    diff_src_bound: per element, the largest over its group of
+    invstd * (|g| + |mean(g)| + |xhat * mean(g * xhat)|); *_terms: per channel, the sum
+    of the magnitudes of the terms summed.
+    """
+    n, c, s = x.shape
+    xhat = (x.reshape(n, groups, -1) - mean[:, :, None]) * invstd[:, :, None]
+    dy_groups = dy.reshape(n, groups, -1)
+    g = dy_groups if scale is None else dy_groups * _per_channel(scale, x.shape, groups)
+    mean_g = g.mean(axis=2)
+    mean_gx = (g * xhat).mean(axis=2)
+    diff_src = invstd[:, :, None] * (g - mean_g[:, :, None] - xhat * mean_gx[:, :, None])
+    terms = invstd[:, :, None] * (np.abs(g) + np.abs(mean_g)[:, :, None] + np.abs(xhat * mean_gx[:, :, None]))
+    bound = np.broadcast_to(terms.max(axis=2, initial=0.0)[:, :, None], terms.shape)
+    per_channel = lambda t: t.reshape(n, c, s).sum(axis=(0, 2))
+    dy_xhat = dy_groups * xhat
+    return (diff_src.reshape(x.shape), per_channel(dy_xhat), per_channel(dy_groups), bound.reshape(x.shape),
+            per_channel(np.abs(dy_xhat)), per_channel(np.abs(dy_groups)))
