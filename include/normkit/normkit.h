@@ -259,7 +259,8 @@ NK_API nk_status nk_group_norm_backward(
  * Every rank's desc has the same layout, c, spatial, epsilon, momentum and flags; desc->n
  * is the rank's own batch.
  *
- * A partial is a 32-byte header (magic "NKBN", version, kind, dtype, channels, pieces)
+ * A partial is a 32-byte header (uint32 magic 0x4E4B424E, uint16 version 1, uint16 kind,
+ * int32 dtype, uint32 0, int64 channels, int64 pieces)
  * then, per piece, its count of values per channel (int64) and per channel two doubles:
  * (mean, M2 = sum of squared deviations) for statistics, (sum(dy), sum(dy * (x - mean)))
  * for gradient sums. Native byte order: every rank runs on the same architecture (a
