@@ -260,9 +260,9 @@ NK_API nk_status nk_group_norm_backward(
  * is the rank's own batch.
  *
  * A partial is a 32-byte header (uint32 magic 0x4E4B424E, uint16 version 1, uint16 kind,
- * int32 dtype, uint32 0, int64 channels, int64 pieces)
- * then, per piece, its count of values per channel (int64) and per channel two doubles:
- * (mean, M2 = sum of squared deviations) for statistics, (sum(dy), sum(dy * (x - mean)))
+ * int32 dtype, uint32 0, int64 channels, int64 pieces), then each piece's count of values
+ * per channel (int64[pieces]), then two arrays of double[pieces][channels]: mean and
+ * M2 (sum of squared deviations) for statistics, sum(dy) and sum(dy * (x - mean))
  * for gradient sums. Native byte order: every rank runs on the same architecture (a
  * byte-swapped peer fails the magic check). Merging folds the pieces in the order given,
  * Chan et al.'s update for statistics, addition for sums: a fixed order, never an MPI
