@@ -108,6 +108,7 @@ struct PartialIn {
     // The doubles of array `which` (0: a, 1: b) of every piece, copied into `to`.
     void values(int which, double* to) const {
         const size_t n = size_t(h.pieces * h.channels);
+        if (n == 0) return;
         const size_t at = sizeof(PartialHeader) + size_t(h.pieces) * sizeof(int64_t) + size_t(which) * n * sizeof(double);
         std::memcpy(to, bytes + at, n * sizeof(double));
     }
@@ -184,9 +185,11 @@ struct PiecesBuffer {
         in.values(1, b.data());
     }
     void store(void* to) const {
+        if (count.empty()) return; // (memcpy from an empty vector's null data is undefined)
         unsigned char* p = static_cast<unsigned char*>(to) + sizeof(PartialHeader);
         std::memcpy(p, count.data(), count.size() * sizeof(int64_t));
         p += count.size() * sizeof(int64_t);
+        if (a.empty()) return;
         std::memcpy(p, a.data(), a.size() * sizeof(double));
         std::memcpy(p + a.size() * sizeof(double), b.data(), b.size() * sizeof(double));
     }
