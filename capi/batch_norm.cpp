@@ -4,7 +4,6 @@
 #include "capi/errors.hpp"
 #include "capi/validate.hpp"
 #include "core/context.hpp"
-#include "core/moments.hpp"
 
 #include <cmath>
 #include <cstddef>
@@ -394,27 +393,27 @@ nk_status nk_batch_norm_merge_partials(const nk_batch_norm_desc* desc, const voi
     }
     return nk::guarded([&] {
         const int64_t C = check.problem.c;
-        PiecesBuffer out(1, C);
-        std::vector<double> count_a(size_t(C), 0.0);
+        int64_t pieces = 0;
+        for (const PartialIn& p : in) pieces += p.h.pieces;
+        // Every piece of every partial, in order, as one partial.
+        PiecesBuffer all(pieces, C);
+        int64_t q = 0;
         for (const PartialIn& p : in) {
-            PiecesBuffer pieces(p.h.pieces, C);
-            pieces.load(p);
-            for (int64_t q = 0; q < p.h.pieces; ++q) {
-                const double n = double(pieces.count[size_t(q)]);
+            for (int64_t i = 0; i < p.h.pieces; ++i) all.count[size_t(q + i)] = p.count(i);
+            p.values(0, all.a.data() + q * C);
+            p.values(1, all.b.data() + q * C);
+            q += p.h.pieces;
+        }
+        PiecesBuffer out(1, C);
+        if (kind == NK_BN_PARTIAL_STATS) {
+            nk::batch_norm_merge_moments(nk::exec_config(nullptr), C, all.view(), out.a.data(), out.b.data());
+        } else {
+            // The addition order of BackwardEpilogue.
+            for (int64_t k = 0; k < pieces; ++k)
                 for (int64_t c = 0; c < C; ++c) {
-                    const size_t i = size_t(q * C + c);
-                    if (kind == NK_BN_PARTIAL_GRADS) {
-                        // The addition order of BackwardEpilogue.
-                        out.a[size_t(c)] = out.a[size_t(c)] + pieces.a[i];
-                        out.b[size_t(c)] = out.b[size_t(c)] + pieces.b[i];
-                        continue;
-                    }
-                    // The fold of TrainingEpilogue over pieces stored as (mean, M2).
-                    double mean_b, m2_b;
-                    nk::moments_from_sums(n, 0.0, pieces.b[i], pieces.a[i], mean_b, m2_b);
-                    nk::chan_merge(count_a[size_t(c)], out.a[size_t(c)], out.b[size_t(c)], n, mean_b, m2_b);
+                    out.a[size_t(c)] = out.a[size_t(c)] + all.a[size_t(k * C + c)];
+                    out.b[size_t(c)] = out.b[size_t(c)] + all.b[size_t(k * C + c)];
                 }
-            }
         }
         out.count[0] = total;
         write_header(merged, kind, check, 1);

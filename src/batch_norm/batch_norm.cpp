@@ -863,23 +863,8 @@ void for_pieces(const BatchNormProblem& p, int64_t samples_per_piece, F f) {
     }
 }
 
-// One piece's total per channel from the planner's partials of it, in partial order:
-// the folds of TrainingEpilogue / BackwardEpilogue, written for V = double.
-void fold_moments(const Geometry& g, const Partials& parts, int64_t q, const BatchNormPieces& out) {
-    const ChannelPartials P = parts.view();
-    for (int64_t c = 0; c < g.C; ++c) {
-        double count_a = 0, mean_a = 0, m2_a = 0;
-        for (int64_t k = 0; k < P.partials; ++k) {
-            const int64_t i = k * P.stride + c;
-            double mean_b, m2_b;
-            moments_from_sums(P.count[k], P.s1[i], P.s2[i], P.center[i], mean_b, m2_b);
-            chan_merge(count_a, mean_a, m2_a, P.count[k], mean_b, m2_b);
-        }
-        out.a[q * g.C + c] = mean_a;
-        out.b[q * g.C + c] = m2_a;
-    }
-}
-
+// One piece's total per channel from the planner's partials of it, in partial order: the
+// sums as BackwardEpilogue adds them (the moments' fold is the fold_moments kernel).
 void fold_sums(const Geometry& g, const Partials& parts, int64_t q, const BatchNormPieces& out) {
     const ChannelPartials P = parts.view();
     for (int64_t c = 0; c < g.C; ++c) {
@@ -938,7 +923,7 @@ void batch_norm_piece_moments(const ExecConfig& config, const BatchNormProblem& 
         const Geometry g(sub);
         Partials parts(g);
         reduce_pieces(config, g, StatsReduction{k, src + offset}, parts);
-        fold_moments(g, parts, q, out);
+        k.fold_moments(parts.view(), 0, g.C, out.a + q * g.C, out.b + q * g.C);
     });
 }
 
@@ -958,6 +943,14 @@ void batch_norm_piece_grad_sums(const ExecConfig& config, const BatchNormProblem
         reduce_pieces(config, g, GradReduction{k, src + offset, diff_dst + offset, save_mean}, parts);
         fold_sums(g, parts, q, out);
     });
+}
+
+void batch_norm_merge_moments(const ExecConfig& config, int64_t c, const BatchNormPieces& in, double* mean,
+                              double* m2) {
+    const BatchNormKernelTable& k = kernels_for(config.isa);
+    const PiecePartials pieces(in, c, true);
+    // A few doubles per channel and rank: forking threads would cost more than the fold.
+    k.fold_moments(pieces.view, 0, c, mean, m2);
 }
 
 void batch_norm_forward_from_pieces(const ExecConfig& config, const BatchNormProblem& p,

@@ -54,6 +54,11 @@ void batch_norm_piece_grad_sums(const ExecConfig& config, const BatchNormProblem
                                 const float* src, const float* diff_dst, const float* save_mean,
                                 const BatchNormPieces& out);
 
+// The statistics pieces of `in` folded in order (as batch_norm_forward_from_pieces folds
+// them) into one: mean and M2 of each of the c channels.
+void batch_norm_merge_moments(const ExecConfig& config, int64_t c, const BatchNormPieces& in, double* mean,
+                              double* m2);
+
 // batch_norm_forward_training with the statistics of `in` (pieces folded in order)
 // instead of src's own. The pieces' total count is more than 1 (validated).
 void batch_norm_forward_from_pieces(const ExecConfig& config, const BatchNormProblem& p,
