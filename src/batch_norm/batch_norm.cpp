@@ -840,7 +840,6 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     elementwise_all(config, g, coefs, seg_run, rows_run);
 }
 
-
 // ---- Synchronized batch norm: pieces of samples ----
 
 int64_t batch_norm_piece_count(int64_t n, int64_t samples_per_piece) {
