@@ -12,6 +12,8 @@ packages=(cmake ninja-build g++ binutils libtbb-dev libxsimd-dev doctest-dev)
 [ "$mode" = bench ] && packages+=(libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev)
 # The Python package's tests (Debian's /usr/bin/python3) and the install test's pkg-config.
 [ "$mode" = test ] && packages+=(python3-numpy python3-torch python3-pytest python3-sklearn python3-matplotlib pkg-config)
+# The synchronized batch norm's multi-process test (tests/mpi): Open MPI.
+[ "$mode" = test ] && packages+=(openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -264,6 +264,96 @@ NK_API nk_status nk_group_norm_backward(
     const float* save_mean, const float* save_invstd,
     void* diff_src, float* diff_scale, float* diff_shift);
 
+/* ---- Synchronized batch normalization (data-parallel, any transport) ----- *
+ *
+ * R processes each hold a slice of the global batch along n (any sizes, 0 included) and
+ * want the statistics of the whole batch. Each one:
+ *   1. nk_batch_norm_stats: its slice's statistics into `partial` (plain bytes);
+ *   2. exchanges the partials (MPI_Allgather(v), sockets, files: normkit does no I/O);
+ *   3. nk_batch_norm_merge_partials: every rank merges the same partials in the same order
+ *      (rank order = the global batch order) into the same `merged` bytes;
+ *   4. nk_batch_norm_forward_from_partial: normalizes its slice with the merged statistics.
+ * Backward: nk_batch_norm_backward_reduce (the slice's sum(dy), sum(dy * (x - mean)) as
+ * bytes), the same exchange and merge, then nk_batch_norm_backward_from_reduced.
+ * Every rank's desc has the same layout, c, spatial, epsilon, momentum and flags; desc->n
+ * is the rank's own batch.
+ *
+ * A partial is a 32-byte header (uint32 magic 0x4E4B424E, uint16 version 1, uint16 kind,
+ * int32 dtype, uint32 0, int64 channels, int64 pieces), then each piece's count of values
+ * per channel (int64[pieces]), then two arrays of double[pieces][channels]: mean and
+ * M2 (sum of squared deviations) for statistics, sum(dy) and sum(dy * (x - mean))
+ * for gradient sums. Native byte order: every rank runs on the same architecture (a
+ * byte-swapped peer fails the magic check). Merging folds the pieces in the order given,
+ * Chan et al.'s update for statistics, addition for sums: a fixed order, never an MPI
+ * reduction operator (MPI may regroup the operands, and neither fold is associative in
+ * floating point).
+ *
+ * samples_per_piece fixes the decomposition:
+ *   0   one piece per slice: partials of 32 + 8 + 16 * c bytes. The result matches one
+ *       nk_batch_norm_forward_training / nk_batch_norm_backward over the whole batch to
+ *       about 1e-16 relative in the statistics (bitwise with one rank), but its bits
+ *       depend on where the slices are cut.
+ *   g   pieces of g consecutive samples of the slice (the last may be shorter):
+ *       ceil(n / g) pieces, 32 + ceil(n / g) * (8 + 16 * c) bytes. A piece's statistics
+ *       depend on its samples only, and the merge folds pieces in global order: the
+ *       results are bitwise identical for every split of the batch whose slices start at
+ *       multiples of g (every split with g = 1), any thread count and any ISA path.
+ */
+
+/* The kinds of partial (header field `kind`). */
+#define NK_BN_PARTIAL_STATS 1 /* per channel: mean, M2 */
+#define NK_BN_PARTIAL_GRADS 2 /* per channel: sum(dy), sum(dy * (x - save_mean)) */
+
+/* *bytes = the size of the partial nk_batch_norm_stats / nk_batch_norm_backward_reduce
+ * write for desc's slice (desc->n samples); samples_per_piece >= 0 (see above).
+ * A merged partial holds one piece: nk_batch_norm_partial_size(desc, 0, &bytes). */
+NK_API nk_status nk_batch_norm_partial_size(const nk_batch_norm_desc* desc, int64_t samples_per_piece,
+                                            int64_t* bytes);
+
+/* The slice's per-channel statistics (count, mean, M2), as nk_batch_norm_forward_training
+ * computes them, into `partial` of exactly partial_size(desc, samples_per_piece) bytes. */
+NK_API nk_status nk_batch_norm_stats(
+    nk_context* ctx, const nk_batch_norm_desc* desc, int64_t samples_per_piece,
+    const void* src, void* partial, int64_t partial_bytes);
+
+/* Folds the pieces of partials[0], ..., partials[count - 1] (partial_bytes[i] bytes each,
+ * all of one kind, desc->c channels and desc->dtype) in that order into `merged`, one
+ * piece of merged_bytes = partial_size(desc, 0) bytes. Refused (nothing written): a size
+ * that does not match its header, a bad magic or version, a kind, channel count or dtype
+ * that differs, a negative count, a merged total above 2^53. `merged` may not overlap a
+ * partial. */
+NK_API nk_status nk_batch_norm_merge_partials(
+    const nk_batch_norm_desc* desc, const void* const* partials, const int64_t* partial_bytes,
+    int32_t count, void* merged, int64_t merged_bytes);
+
+/* nk_batch_norm_forward_training of desc's slice with the statistics of `partial`
+ * (NK_BN_PARTIAL_STATS, usually merged; several pieces are folded in order first):
+ * dst, save_mean / save_invstd and the running statistics (the unbiased variance uses the
+ * partial's total count) are those of a training forward over the whole batch. The
+ * partial's total must be at least the slice's n * spatial and more than 1. */
+NK_API nk_status nk_batch_norm_forward_from_partial(
+    nk_context* ctx, const nk_batch_norm_desc* desc, const void* partial, int64_t partial_bytes,
+    const void* src, void* dst, const float* scale, const float* shift,
+    float* running_mean, float* running_var, float* save_mean, float* save_invstd);
+
+/* The slice's per-channel sum(diff_dst) and sum(diff_dst * (src - save_mean)) into
+ * `reduced` (NK_BN_PARTIAL_GRADS, partial_size(desc, samples_per_piece) bytes), save_mean
+ * being the merged forward's. Merge the ranks' with nk_batch_norm_merge_partials. */
+NK_API nk_status nk_batch_norm_backward_reduce(
+    nk_context* ctx, const nk_batch_norm_desc* desc, int64_t samples_per_piece,
+    const void* src, const void* diff_dst, const float* save_mean, void* reduced,
+    int64_t reduced_bytes);
+
+/* nk_batch_norm_backward of desc's slice with the gradient sums of `reduced` (usually
+ * merged; several pieces are added in order): diff_src uses the global count (the
+ * partial's total); diff_scale and diff_shift are the whole batch's (identical on every
+ * rank: do not sum them across ranks again). Arguments otherwise as nk_batch_norm_backward. */
+NK_API nk_status nk_batch_norm_backward_from_reduced(
+    nk_context* ctx, const nk_batch_norm_desc* desc, const void* reduced, int64_t reduced_bytes,
+    const void* src, const void* diff_dst, const float* scale,
+    const float* save_mean, const float* save_invstd,
+    void* diff_src, float* diff_scale, float* diff_shift);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -840,4 +840,183 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     elementwise_all(config, g, coefs, seg_run, rows_run);
 }
 
+// ---- Synchronized batch norm: pieces of samples ----
+
+int64_t batch_norm_piece_count(int64_t n, int64_t samples_per_piece) {
+    if (samples_per_piece == 0) return 1;
+    return (n + samples_per_piece - 1) / samples_per_piece;
+}
+
+namespace {
+
+// Calls f(q, sub, offset) for each piece q: `sub` is the problem of its samples alone,
+// starting `offset` floats into the tensor (sample-major in both layouts).
+template <class F>
+void for_pieces(const BatchNormProblem& p, int64_t samples_per_piece, F f) {
+    const int64_t pieces = batch_norm_piece_count(p.n, samples_per_piece);
+    const int64_t step = samples_per_piece == 0 ? p.n : samples_per_piece;
+    for (int64_t q = 0; q < pieces; ++q) {
+        BatchNormProblem sub = p;
+        sub.n = std::min(step, p.n - q * step);
+        f(q, sub, q * step * p.c * p.s);
+    }
+}
+
+// One piece's total per channel from the planner's partials of it, in partial order: the
+// sums as BackwardEpilogue adds them (the moments' fold is the fold_moments kernel).
+void fold_sums(const Geometry& g, const Partials& parts, int64_t q, const BatchNormPieces& out) {
+    const ChannelPartials P = parts.view();
+    for (int64_t c = 0; c < g.C; ++c) {
+        double s1 = 0, s2 = 0;
+        for (int64_t k = 0; k < P.partials; ++k) {
+            s1 = s1 + P.s1[k * P.stride + c];
+            s2 = s2 + P.s2[k * P.stride + c];
+        }
+        out.a[q * g.C + c] = s1;
+        out.b[q * g.C + c] = s2;
+    }
+}
+
+// The pieces as the epilogues' partials: statistics as sums around their own mean
+// (s1 = 0, s2 = M2, center = mean), which moments_from_sums turns back into (mean, M2).
+struct PiecePartials {
+    std::vector<double> zeros, count;
+    ChannelPartials view;
+    PiecePartials(const BatchNormPieces& in, int64_t C, bool stats)
+        : zeros(stats ? size_t(in.pieces * C) : 0), count(in.count, in.count + in.pieces) {
+        if (stats)
+            view = {zeros.data(), in.b, in.a, count.data(), in.pieces, C};
+        else
+            view = {in.a, in.b, nullptr, count.data(), in.pieces, C};
+    }
+};
+
+// reduce_all's partials, and its bits. Rows of one block and one tile are a single
+// item there, which one thread reduces (mlp_n256_c784: 1.27x the time of a training
+// forward on two threads); groups of lanes down the block, as fused_lane_groups takes
+// them, give every thread a share.
+template <class Reduction>
+void reduce_pieces(const ExecConfig& config, const Geometry& g, const Reduction& red, Partials& parts) {
+    if (g.rows_path && g.rep == 1 && g.items() < config.threads.concurrency()) {
+        CoefArrays unused(0);
+        auto no_rows = [](const Run&, const ElementwiseCoefs&) {};
+        fused_lane_groups(config, g, kMinLanes, &red, parts, [](int64_t, int64_t) {}, unused,
+                          static_cast<const decltype(no_rows)*>(nullptr));
+        return;
+    }
+    reduce_all(config, g, red, parts);
+}
+
+} // namespace
+
+void batch_norm_piece_moments(const ExecConfig& config, const BatchNormProblem& p, int64_t samples_per_piece,
+                              const float* src, const BatchNormPieces& out) {
+    const BatchNormKernelTable& k = kernels_for(config.isa);
+    for_pieces(p, samples_per_piece, [&](int64_t q, const BatchNormProblem& sub, int64_t offset) {
+        out.count[q] = sub.n * sub.s;
+        if (sub.n * sub.c * sub.s == 0) {
+            std::fill(out.a + q * p.c, out.a + (q + 1) * p.c, 0.0);
+            std::fill(out.b + q * p.c, out.b + (q + 1) * p.c, 0.0);
+            return;
+        }
+        const Geometry g(sub);
+        Partials parts(g);
+        reduce_pieces(config, g, StatsReduction{k, src + offset}, parts);
+        k.fold_moments(parts.view(), 0, g.C, out.a + q * g.C, out.b + q * g.C);
+    });
+}
+
+void batch_norm_piece_grad_sums(const ExecConfig& config, const BatchNormProblem& p, int64_t samples_per_piece,
+                                const float* src, const float* diff_dst, const float* save_mean,
+                                const BatchNormPieces& out) {
+    const BatchNormKernelTable& k = kernels_for(config.isa);
+    for_pieces(p, samples_per_piece, [&](int64_t q, const BatchNormProblem& sub, int64_t offset) {
+        out.count[q] = sub.n * sub.s;
+        if (sub.n * sub.c * sub.s == 0) {
+            std::fill(out.a + q * p.c, out.a + (q + 1) * p.c, 0.0);
+            std::fill(out.b + q * p.c, out.b + (q + 1) * p.c, 0.0);
+            return;
+        }
+        const Geometry g(sub);
+        Partials parts(g);
+        reduce_pieces(config, g, GradReduction{k, src + offset, diff_dst + offset, save_mean}, parts);
+        fold_sums(g, parts, q, out);
+    });
+}
+
+void batch_norm_merge_moments(const ExecConfig& config, int64_t c, const BatchNormPieces& in, double* mean,
+                              double* m2) {
+    const BatchNormKernelTable& k = kernels_for(config.isa);
+    const PiecePartials pieces(in, c, true);
+    // A few doubles per channel and rank: forking threads would cost more than the fold.
+    k.fold_moments(pieces.view, 0, c, mean, m2);
+}
+
+void batch_norm_forward_from_pieces(const ExecConfig& config, const BatchNormProblem& p,
+                                    const BatchNormPieces& in, const float* src, float* dst,
+                                    const float* scale, const float* shift, float* running_mean,
+                                    float* running_var, float* save_mean, float* save_invstd) {
+    const BatchNormKernelTable& k = kernels_for(config.isa);
+    const PiecePartials pieces(in, p.c, true);
+    const bool empty = p.n * p.s == 0; // a rank without samples still updates its statistics
+    const int64_t lanes = empty ? p.c : Geometry(p).lanes();
+    CoefArrays coefs(lanes);
+    const TrainingEpilogue epilogue{pieces.view,  p.epsilon,    p.momentum,  p.flags,     scale,
+                                    shift,        running_mean, running_var, save_mean,   save_invstd,
+                                    coefs.mean_hi, coefs.a,     coefs.b};
+    for_channels(config, p.c, [&](int64_t c0, int64_t c1) { k.training_epilogue(epilogue, c0, c1); });
+    if (empty) return;
+    const Geometry g(p);
+    coefs.stream = stream_outputs(config, g, dst, 2);
+    coefs.prefetch = prefetch_inputs(config, g, 1);
+    coefs.repeat_channels(p.c, g.lanes());
+    elementwise_all(
+        config, g, coefs,
+        [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
+            k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
+        },
+        [&](const Run& r, const ElementwiseCoefs& e) {
+            k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
+        });
+}
+
+void batch_norm_backward_from_pieces(const ExecConfig& config, const BatchNormProblem& p,
+                                     const BatchNormPieces& in, const float* src, const float* diff_dst,
+                                     const float* scale, const float* save_mean, const float* save_invstd,
+                                     float* diff_src, float* diff_scale, float* diff_shift) {
+    const BatchNormKernelTable& k = kernels_for(config.isa);
+    const PiecePartials pieces(in, p.c, false);
+    int64_t total = 0;
+    for (int64_t q = 0; q < in.pieces; ++q) total += in.count[q];
+    const bool global = (p.flags & NK_BN_USE_GLOBAL_STATS) != 0;
+    const bool empty = p.n * p.s == 0;
+    const int64_t lanes = empty ? p.c : Geometry(p).lanes();
+    CoefArrays coefs(lanes);
+    const BackwardEpilogue epilogue{pieces.view, double(total), true,          scale,   save_mean,
+                                    save_invstd, diff_scale,    diff_shift,    coefs.mean_hi, coefs.a,
+                                    coefs.k1,    coefs.k2};
+    for_channels(config, p.c, [&](int64_t c0, int64_t c1) { k.backward_epilogue(epilogue, c0, c1); });
+    if (empty || !diff_src) return;
+    const Geometry g(p);
+    coefs.stream = stream_outputs(config, g, diff_src, global ? 2 : 3);
+    coefs.prefetch = prefetch_inputs(config, g, global ? 1 : 2);
+    coefs.repeat_channels(p.c, g.lanes());
+    elementwise_all(
+        config, g, coefs,
+        [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
+            if (global)
+                k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e, coef_step);
+            else
+                k.diff_src_seg(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride,
+                               e, coef_step);
+        },
+        [&](const Run& r, const ElementwiseCoefs& e) {
+            if (global)
+                k.scale_rows(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
+            else
+                k.diff_src_rows(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride,
+                                e);
+        });
+}
+
 } // namespace nk

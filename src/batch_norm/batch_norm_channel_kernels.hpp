@@ -156,6 +156,34 @@ struct BatchNormChannelKernels {
         }
     }
 
+    // training_epilogue's fold of the partials alone, its bits, into mean and M2 (double)
+    // per channel: the pieces of synchronized batch norm.
+    static void fold_moments(const ChannelPartials& P, int64_t c0, int64_t c1, double* mean, double* m2) {
+        const f64 zero = Ops::splatd(0.0);
+        for (int64_t c = c0; c < c1; c += kF64) {
+            const int64_t n = std::min(kF64, c1 - c);
+            f64 mean_a = zero, m2_a = zero;
+            double count_a = 0;
+            for (int64_t p = 0; p < P.partials; ++p) {
+                const int64_t row = p * P.stride;
+                f64 mean_b, m2_b;
+                moments_from_sums(P.count[p], loadd(P.s1 + row, c, 0, n), loadd(P.s2 + row, c, 0, n),
+                                  loadd(P.center + row, c, 0, n), mean_b, m2_b);
+                chan_merge(count_a, mean_a, m2_a, P.count[p], mean_b, m2_b);
+            }
+            if (n == kF64) {
+                Ops::stored(mean + c, mean_a);
+                Ops::stored(m2 + c, m2_a);
+                continue;
+            }
+            double a[kF64], b[kF64];
+            Ops::stored(a, mean_a);
+            Ops::stored(b, m2_a);
+            std::copy(a, a + n, mean + c);
+            std::copy(b, b + n, m2 + c);
+        }
+    }
+
     static void backward_epilogue(const BackwardEpilogue& e, int64_t c0, int64_t c1) {
         const ChannelPartials& P = e.parts;
         for (int64_t c = c0; c < c1; c += kF32) {

@@ -141,6 +141,8 @@ struct BatchNormKernelTable {
     void (*training_epilogue)(const TrainingEpilogue& e, int64_t c0, int64_t c1);
     void (*backward_epilogue)(const BackwardEpilogue& e, int64_t c0, int64_t c1);
     void (*inference_epilogue)(const InferenceEpilogue& e, int64_t c0, int64_t c1);
+    // The training epilogue's fold alone: mean and M2 of channels [c0, c1) in double.
+    void (*fold_moments)(const ChannelPartials& parts, int64_t c0, int64_t c1, double* mean, double* m2);
 };
 
 const BatchNormKernelTable& batch_norm_kernels_scalar();

@@ -587,7 +587,7 @@ const BatchNormKernelTable BatchNormKernels<Ops>::table = {
     &diff_src_seg,     &diff_src_rows,     &scale_seg,     &scale_rows,
     &BatchNormChannelKernels<Ops>::rows_pivots, &BatchNormChannelKernels<Ops>::stats_rows_trusted,
     &BatchNormChannelKernels<Ops>::grad_rows_trusted, &BatchNormChannelKernels<Ops>::training_epilogue, &BatchNormChannelKernels<Ops>::backward_epilogue,
-    &BatchNormChannelKernels<Ops>::inference_epilogue,
+    &BatchNormChannelKernels<Ops>::inference_epilogue, &BatchNormChannelKernels<Ops>::fold_moments,
 };
 
 } // namespace nk

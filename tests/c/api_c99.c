@@ -374,6 +374,69 @@ static void test_group_norm(void) {
     CHECK(message_names("groups"));
 }
 
+/* Two "ranks" (samples 0 and 1 of an N = 2 batch) synchronize through plain bytes and
+ * match one training step and one backward over the whole batch. */
+static void test_batch_norm_sync(void) {
+    nk_batch_norm_desc whole, rank;
+    float src[COUNT], dy[COUNT], dst[COUNT], want_dst[COUNT], diff_src[COUNT], want_diff_src[COUNT];
+    float mean[C], invstd[C], want_mean[C], want_invstd[C], rm[C], rv[C], want_rm[C], want_rv[C];
+    float dscale[C], dshift[C], want_dscale[C], want_dshift[C];
+    unsigned char partial[2][128], merged[128], bad[128];
+    const void* parts[2];
+    int64_t sizes[2], bytes = 0, merged_bytes = 0;
+    int i, r, all_close = 1;
+    for (i = 0; i < COUNT; ++i) {
+        src[i] = (float)((i * 7) % 11) * 0.3f - 1.0f;
+        dy[i] = (float)((i * 5) % 9) * 0.2f - 0.8f;
+    }
+    for (i = 0; i < C; ++i) rm[i] = want_rm[i] = 0.25f, rv[i] = want_rv[i] = 2.0f;
+    CHECK(nk_batch_norm_desc_init(&whole, NK_LAYOUT_NCS, N, C, S) == NK_OK);
+    CHECK(nk_batch_norm_forward_training(NULL, &whole, src, want_dst, NULL, NULL, want_rm, want_rv, want_mean,
+                                         want_invstd) == NK_OK);
+    CHECK(nk_batch_norm_backward(NULL, &whole, src, dy, NULL, want_mean, want_invstd, want_diff_src, want_dscale,
+                                 want_dshift) == NK_OK);
+
+    CHECK(nk_batch_norm_desc_init(&rank, NK_LAYOUT_NCS, 1, C, S) == NK_OK);
+    CHECK(nk_batch_norm_partial_size(&rank, 0, &bytes) == NK_OK && bytes == 32 + 8 + 16 * C);
+    CHECK(nk_batch_norm_partial_size(&whole, 1, &merged_bytes) == NK_OK && merged_bytes == 32 + 2 * (8 + 16 * C));
+    merged_bytes = bytes; /* one piece */
+    for (r = 0; r < 2; ++r) {
+        CHECK(nk_batch_norm_stats(NULL, &rank, 0, src + r * C * S, partial[r], bytes) == NK_OK);
+        parts[r] = partial[r];
+        sizes[r] = bytes;
+    }
+    CHECK(nk_batch_norm_merge_partials(&rank, parts, sizes, 2, merged, merged_bytes) == NK_OK);
+    for (r = 0; r < 2; ++r)
+        CHECK(nk_batch_norm_forward_from_partial(NULL, &rank, merged, merged_bytes, src + r * C * S, dst + r * C * S,
+                                                 NULL, NULL, r == 0 ? rm : NULL, r == 0 ? rv : NULL, mean, invstd) == NK_OK);
+    for (i = 0; i < COUNT; ++i) all_close &= close_to(dst[i], want_dst[i], 1e-6);
+    for (i = 0; i < C; ++i)
+        all_close &= close_to(mean[i], want_mean[i], 1e-6) && close_to(invstd[i], want_invstd[i], 1e-6) &&
+                     close_to(rm[i], want_rm[i], 1e-6) && close_to(rv[i], want_rv[i], 1e-6);
+    CHECK(all_close);
+
+    for (r = 0; r < 2; ++r)
+        CHECK(nk_batch_norm_backward_reduce(NULL, &rank, 0, src + r * C * S, dy + r * C * S, mean, partial[r], bytes) ==
+              NK_OK);
+    CHECK(nk_batch_norm_merge_partials(&rank, parts, sizes, 2, merged, merged_bytes) == NK_OK);
+    for (r = 0; r < 2; ++r)
+        CHECK(nk_batch_norm_backward_from_reduced(NULL, &rank, merged, merged_bytes, src + r * C * S, dy + r * C * S, NULL,
+                                                  mean, invstd, diff_src + r * C * S, dscale, dshift) == NK_OK);
+    all_close = 1;
+    for (i = 0; i < COUNT; ++i) all_close &= close_to(diff_src[i], want_diff_src[i], 1e-5);
+    for (i = 0; i < C; ++i) all_close &= close_to(dscale[i], want_dscale[i], 1e-5) && close_to(dshift[i], want_dshift[i], 1e-5);
+    CHECK(all_close);
+    CHECK(message_is_empty());
+
+    /* A partial of another channel count is refused, and nothing is written. */
+    memset(bad, 0x5a, sizeof bad);
+    rank.c = C + 1;
+    CHECK(nk_batch_norm_merge_partials(&rank, parts, sizes, 2, bad, 32 + 8 + 16 * (C + 1)) == NK_ERROR_INVALID_SHAPE);
+    CHECK(message_names("partials[0]"));
+    for (i = 0; i < (int)sizeof bad; ++i) all_close &= bad[i] == 0x5a;
+    CHECK(all_close);
+}
+
 int main(void) {
     test_version_and_status();
     test_desc_layout();
@@ -382,6 +445,7 @@ int main(void) {
     test_layer_norm();
     test_group_norm();
     test_parallel_for();
+    test_batch_norm_sync();
     printf("normkit %u from C99: %d passed, %d failed\n", (unsigned)nk_version(), g_passed, g_failed);
     return g_failed != 0;
 }
