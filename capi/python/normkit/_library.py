@@ -136,6 +136,21 @@ PROTOTYPES = {
     "nk_group_norm_forward": (_status, (_ctx, POINTER(GroupNormDesc)) + (_ptr,) * 6),
     # ctx, desc, src, diff_dst, scale, save_mean, save_invstd, diff_src, diff_scale, diff_shift
     "nk_group_norm_backward": (_status, (_ctx, POINTER(GroupNormDesc)) + (_ptr,) * 8),
+    # Synchronized batch norm. desc, samples_per_piece, bytes (out)
+    "nk_batch_norm_partial_size": (_status, (POINTER(BatchNormDesc), c_int64, POINTER(c_int64))),
+    # ctx, desc, samples_per_piece, src, partial, partial_bytes
+    "nk_batch_norm_stats": (_status, (_ctx, POINTER(BatchNormDesc), c_int64, _ptr, _ptr, c_int64)),
+    # desc, partials, partial_bytes, count, merged, merged_bytes
+    "nk_batch_norm_merge_partials": (_status, (POINTER(BatchNormDesc), POINTER(c_void_p), POINTER(c_int64),
+                                               c_int32, _ptr, c_int64)),
+    # ctx, desc, partial, partial_bytes, src, dst, scale, shift, running_mean, running_var,
+    # save_mean, save_invstd
+    "nk_batch_norm_forward_from_partial": (_status, (_ctx, POINTER(BatchNormDesc), _ptr, c_int64) + (_ptr,) * 8),
+    # ctx, desc, samples_per_piece, src, diff_dst, save_mean, reduced, reduced_bytes
+    "nk_batch_norm_backward_reduce": (_status, (_ctx, POINTER(BatchNormDesc), c_int64) + (_ptr,) * 4 + (c_int64,)),
+    # ctx, desc, reduced, reduced_bytes, src, diff_dst, scale, save_mean, save_invstd, diff_src,
+    # diff_scale, diff_shift
+    "nk_batch_norm_backward_from_reduced": (_status, (_ctx, POINTER(BatchNormDesc), _ptr, c_int64) + (_ptr,) * 8),
 }
 
 
