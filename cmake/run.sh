@@ -40,5 +40,7 @@ fi
 for preset in release asan tsan; do
     echo "== $preset: build and test"
     build "$preset"
-    ctest --preset "$preset"
+    # Two tests at a time: the sanitizer presets' two long suites (normkit_tests and its
+    # streamed run) are independent and take most of the time.
+    ctest --preset "$preset" --parallel "$jobs"
 done
