@@ -63,6 +63,7 @@
  * mode, and the cases that miss the targets. The rounds of a benchmark share its name, so
  * compare.py sees them as repetitions. run_report.sh runs both.
  */
+#include "bench_args.hpp"
 #include "bench_cases.hpp"
 #include "machine_load.hpp"
 #include "roofline.hpp"
@@ -376,27 +377,6 @@ void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
                 }
 }
 
-// --rounds=R (R >= 1), taken out of the arguments before Google Benchmark reads them.
-int take_rounds(std::vector<char*>& args) {
-    int rounds = 5;
-    for (auto it = args.begin() + 1; it != args.end();) {
-        const std::string arg = *it;
-        if (arg.rfind("--rounds=", 0) != 0) {
-            ++it;
-            continue;
-        }
-        char* end = nullptr;
-        const long r = std::strtol(arg.c_str() + 9, &end, 10);
-        if (end == arg.c_str() + 9 || *end != '\0' || r < 1 || r > 1000) {
-            std::fprintf(stderr, "normkit_bench: %s: expected --rounds=<1..1000>\n", arg.c_str());
-            std::exit(1);
-        }
-        rounds = int(r);
-        it = args.erase(it);
-    }
-    return rounds;
-}
-
 } // namespace
 } // namespace nkbench
 
@@ -405,7 +385,7 @@ int main(int argc, char** argv) {
     std::string min_time = "--benchmark_min_time=0.05";
     std::vector<char*> args{argv[0], min_time.data()};
     args.insert(args.end(), argv + 1, argv + argc);
-    const int rounds = nkbench::take_rounds(args);
+    const int rounds = nkbench::take_rounds(args, 5, "normkit_bench");
     int count = int(args.size());
     benchmark::Initialize(&count, args.data());
     if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;

@@ -20,6 +20,7 @@
  * --benchmark_min_time=..., default 0.05). OMP_WAIT_POLICY should be unset: the case
  * is about its default; the header says when it is set.
  */
+#include "bench_args.hpp"
 #include "bench_cases.hpp"
 #include "machine_load.hpp"
 
@@ -252,26 +253,6 @@ int print_summary() {
     return missed;
 }
 
-int take_rounds(std::vector<char*>& args) {
-    int rounds = 5;
-    for (auto it = args.begin() + 1; it != args.end();) {
-        const std::string arg = *it;
-        if (arg.rfind("--rounds=", 0) != 0) {
-            ++it;
-            continue;
-        }
-        char* end = nullptr;
-        const long r = std::strtol(arg.c_str() + 9, &end, 10);
-        if (end == arg.c_str() + 9 || *end != '\0' || r < 1 || r > 1000) {
-            std::fprintf(stderr, "normkit_bench_host: %s: expected --rounds=<1..1000>\n", arg.c_str());
-            std::exit(1);
-        }
-        rounds = int(r);
-        it = args.erase(it);
-    }
-    return rounds;
-}
-
 } // namespace
 } // namespace nkbench
 
@@ -280,7 +261,7 @@ int main(int argc, char** argv) {
     std::string min_time = "--benchmark_min_time=0.05";
     std::vector<char*> args{argv[0], min_time.data()};
     args.insert(args.end(), argv + 1, argv + argc);
-    const int rounds = take_rounds(args);
+    const int rounds = nkbench::take_rounds(args, 5, "normkit_bench_host");
     int count = int(args.size());
     benchmark::Initialize(&count, args.data());
     if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;

@@ -35,6 +35,7 @@
  * and backward >= 70% of the roofline as geometric means, channels-last within 1.15x of
  * channels-first.
  */
+#include "bench_args.hpp"
 #include "roofline.hpp"
 #if NKBENCH_HAVE_ONEDNN
 #include "onednn_layer_norm.hpp"
@@ -473,20 +474,6 @@ int summarize(const std::vector<NormCase>& cases) {
     return misses;
 }
 
-int take_rounds(std::vector<char*>& args) {
-    int rounds = 3;
-    for (auto it = args.begin() + 1; it != args.end();) {
-        const std::string arg = *it;
-        if (arg.rfind("--rounds=", 0) != 0) {
-            ++it;
-            continue;
-        }
-        rounds = std::max(1, std::atoi(arg.c_str() + 9));
-        it = args.erase(it);
-    }
-    return rounds;
-}
-
 } // namespace
 } // namespace nkbench
 
@@ -494,7 +481,7 @@ int main(int argc, char** argv) {
     std::string min_time = "--benchmark_min_time=0.05";
     std::vector<char*> args{argv[0], min_time.data()};
     args.insert(args.end(), argv + 1, argv + argc);
-    const int rounds = nkbench::take_rounds(args);
+    const int rounds = nkbench::take_rounds(args, 3, "normkit_bench_norms");
     int count = int(args.size());
     benchmark::Initialize(&count, args.data());
     if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;

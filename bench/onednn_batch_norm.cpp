@@ -1,5 +1,7 @@
 #include "onednn_batch_norm.hpp"
 
+#include "onednn_common.hpp"
+
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
 
@@ -7,20 +9,6 @@
 #include <vector>
 
 namespace nkbench {
-
-namespace {
-
-dnnl::engine& cpu_engine() {
-    static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-    return engine;
-}
-
-// oneDNN wraps the caller's buffers; it never writes an input, so the casts are safe.
-dnnl::memory wrap(const dnnl::memory::desc& md, const float* data) {
-    return dnnl::memory(md, cpu_engine(), const_cast<float*>(data));
-}
-
-} // namespace
 
 struct OnednnBatchNorm::Impl {
     int threads = 1;

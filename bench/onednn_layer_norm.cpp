@@ -1,5 +1,7 @@
 #include "onednn_layer_norm.hpp"
 
+#include "onednn_common.hpp"
+
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
 
@@ -7,17 +9,6 @@
 #include <vector>
 
 namespace nkbench {
-
-namespace {
-dnnl::engine& cpu_engine() {
-    static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-    return engine;
-}
-// oneDNN never writes an input: the casts are safe.
-dnnl::memory wrap(const dnnl::memory::desc& md, const float* data) {
-    return dnnl::memory(md, cpu_engine(), const_cast<float*>(data));
-}
-} // namespace
 
 struct OnednnLayerNorm::Impl {
     int threads = 1;

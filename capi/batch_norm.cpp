@@ -212,6 +212,15 @@ bool partial_out(Checker& check, const char* name, const void* p, int64_t bytes,
     return true;
 }
 
+// A merged partial counts the whole batch: at least this slice's values per channel.
+bool covers_slice(Checker& check, const char* name, const PartialIn& in) {
+    const int64_t local = check.problem.n * check.problem.s;
+    if (in.total >= local) return true;
+    return check.fail(NK_ERROR_INVALID_ARGUMENT,
+                      "%s counts %lld values per channel, fewer than this slice's n*spatial=%lld: not its merge", name,
+                      (long long)in.total, (long long)local);
+}
+
 } // namespace
 
 extern "C" {
@@ -447,11 +456,7 @@ nk_status nk_batch_norm_forward_from_partial(nk_context* ctx, const nk_batch_nor
                           {{0, 1}}))
         return check.status;
     const nk::BatchNormProblem& p = check.problem;
-    const int64_t local = p.n * p.s;
-    if (in.total < local)
-        return nk::fail(NK_ERROR_INVALID_ARGUMENT,
-                        "partial counts %lld values per channel, fewer than this slice's n*spatial=%lld: not its merge",
-                        (long long)in.total, (long long)local);
+    if (!covers_slice(check, "partial", in)) return check.status;
     if (p.c == 0 || in.total == 0) return NK_OK;
     if (in.total == 1)
         return nk::fail(NK_ERROR_INVALID_SHAPE,
@@ -517,11 +522,7 @@ nk_status nk_batch_norm_backward_from_reduced(nk_context* ctx, const nk_batch_no
                           {{1, 5}}))
         return check.status;
     const nk::BatchNormProblem& p = check.problem;
-    const int64_t local = p.n * p.s;
-    if (in.total < local)
-        return nk::fail(NK_ERROR_INVALID_ARGUMENT,
-                        "reduced counts %lld values per channel, fewer than this slice's n*spatial=%lld: not its merge",
-                        (long long)in.total, (long long)local);
+    if (!covers_slice(check, "reduced", in)) return check.status;
     if (p.c == 0 || in.total == 0) return NK_OK;
     return nk::guarded([&] {
         PiecesBuffer pieces(in.h.pieces, p.c);
