@@ -49,8 +49,8 @@ struct BlockScratch {
     RowCoefs coefs() const { return {mean_hi, r, c, k1, k2}; }
 };
 
+// What every block of a call shares.
 struct Rows {
-    const ExecConfig& config;
     const LayerNormProblem& p;
     const RunKernelTable& run; // the reductions
     const LayerNormKernelTable& k;
@@ -141,7 +141,7 @@ struct Filled {
 void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
                         const float* residual, float* sum, float* dst, const float* scale, const float* shift,
                         float* save_mean, float* save_invstd) {
-    const Rows g{config, p, run_kernels(config.isa), kernels(config.isa), p.features};
+    const Rows g{p, run_kernels(config.isa), kernels(config.isa), p.features};
     const int64_t K = p.features, B = g.block_rows();
     Filled ones(scale ? 0 : K, 1.0f), zeros(shift || p.rms ? 0 : K, 0.0f);
     const float* w = scale ? scale : ones.data;
@@ -172,7 +172,7 @@ void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, con
 void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
                          const float* diff_dst, const float* scale, const float* save_mean,
                          const float* save_invstd, float* diff_src, float* diff_scale, float* diff_shift) {
-    const Rows g{config, p, run_kernels(config.isa), kernels(config.isa), p.features};
+    const Rows g{p, run_kernels(config.isa), kernels(config.isa), p.features};
     const int64_t K = p.features, M = p.rows;
     Filled ones(scale ? 0 : K, 1.0f);
     const float* w = scale ? scale : ones.data;
