@@ -2,6 +2,8 @@
 #ifndef NORMKIT_BENCH_BENCH_ARGS_HPP
 #define NORMKIT_BENCH_BENCH_ARGS_HPP
 
+#include <benchmark/benchmark.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -28,6 +30,20 @@ inline int take_rounds(std::vector<char*>& args, int fallback, const char* progr
         rounds = int(r);
         it = args.erase(it);
     }
+    return rounds;
+}
+
+// Google Benchmark initialized from the command line, with a minimum time of 0.05 s per
+// run unless a flag says otherwise, and --rounds=R taken out first (`fallback` rounds
+// when absent). Returns the rounds, or 0 after an argument neither understands.
+inline int init_benchmark(int argc, char** argv, int fallback, const char* program) {
+    static std::string min_time = "--benchmark_min_time=0.05"; // first: flags given later win
+    std::vector<char*> args{argv[0], min_time.data()};
+    args.insert(args.end(), argv + 1, argv + argc);
+    const int rounds = take_rounds(args, fallback, program);
+    int count = int(args.size());
+    benchmark::Initialize(&count, args.data());
+    if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 0;
     return rounds;
 }
 

@@ -381,14 +381,8 @@ void register_benchmarks(const std::vector<int>& thread_counts, int rounds) {
 } // namespace nkbench
 
 int main(int argc, char** argv) {
-    // Defaults first: flags given later on the command line win.
-    std::string min_time = "--benchmark_min_time=0.05";
-    std::vector<char*> args{argv[0], min_time.data()};
-    args.insert(args.end(), argv + 1, argv + argc);
-    const int rounds = nkbench::take_rounds(args, 5, "normkit_bench");
-    int count = int(args.size());
-    benchmark::Initialize(&count, args.data());
-    if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+    const int rounds = nkbench::init_benchmark(argc, argv, 5, "normkit_bench");
+    if (rounds == 0) return 1;
 
     const int all = std::max(1u, std::thread::hardware_concurrency());
     std::vector<int> thread_counts{1};

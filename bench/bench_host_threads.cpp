@@ -258,13 +258,8 @@ int print_summary() {
 
 int main(int argc, char** argv) {
     using namespace nkbench;
-    std::string min_time = "--benchmark_min_time=0.05";
-    std::vector<char*> args{argv[0], min_time.data()};
-    args.insert(args.end(), argv + 1, argv + argc);
-    const int rounds = nkbench::take_rounds(args, 5, "normkit_bench_host");
-    int count = int(args.size());
-    benchmark::Initialize(&count, args.data());
-    if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+    const int rounds = nkbench::init_benchmark(argc, argv, 5, "normkit_bench_host");
+    if (rounds == 0) return 1;
 
     omp_set_num_threads(kThreads);
     for (const HostCase& hc : host_cases())

@@ -478,13 +478,8 @@ int summarize(const std::vector<NormCase>& cases) {
 } // namespace nkbench
 
 int main(int argc, char** argv) {
-    std::string min_time = "--benchmark_min_time=0.05";
-    std::vector<char*> args{argv[0], min_time.data()};
-    args.insert(args.end(), argv + 1, argv + argc);
-    const int rounds = nkbench::take_rounds(args, 3, "normkit_bench_norms");
-    int count = int(args.size());
-    benchmark::Initialize(&count, args.data());
-    if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+    const int rounds = nkbench::init_benchmark(argc, argv, 3, "normkit_bench_norms");
+    if (rounds == 0) return 1;
     const int all = std::max(1u, std::thread::hardware_concurrency());
     std::vector<int> thread_counts{1};
     if (all > 1) thread_counts.push_back(all);
