@@ -24,8 +24,8 @@ namespace {
 // These constants fix the reduction tree: changing one changes the bits of results.
 constexpr int64_t kPiece = 16384;      // channels-first: values of one channel per piece
 // Rows-path blocks: 524288 lane-values rather than 131072 (fewer items' fixed costs:
-// pivots, sums copied out, merges) ran rows-path training and backward 1.02-1.14x (A/B,
-// sixth session); rounding several blocks up to a multiple of 4 keeps 2 or 4 threads
+// pivots, sums copied out, merges) ran rows-path training and backward 1.02-1.14x (A/B);
+// rounding several blocks up to a multiple of 4 keeps 2 or 4 threads
 // equally loaded (3 blocks of channels-last C = 3 ran 0.87-0.89x on 2 threads).
 constexpr int64_t kBlockLanes = 524288; // rows path: lane-values per item (rows x lanes)
 constexpr int64_t kBlockSplit = 4;      // rows path: several blocks come in a multiple of this
