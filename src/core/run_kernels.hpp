@@ -219,12 +219,15 @@ struct RunKernels {
     }
 
     // acc1 += g, acc2 += g * (x - mean) with g = dy (w null) or dy * w[i] (w: one weight per
-    // position i of a run, the same for every run), 16 lanes per run as in stats_seg.
+    // position i of a run, the same for every run), 16 lanes per run as in stats_seg. With
+    // HasMask, dy is first zeroed where mask <= 0 (Ops::relu_grad: batch norm's fused ReLU,
+    // mask = its dst, at the same offsets as dy).
+    template <class HasMask = std::false_type>
     [[gnu::always_inline]] static void grad_seg_body(const float* x, const float* dy, const float* w, int64_t rows,
                                                      int64_t len, int64_t stride, float mean, double* acc1,
-                                                     double* acc2, bool fresh = false) {
+                                                     double* acc2, bool fresh = false, const float* mask = nullptr) {
         const f32 mu = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
-        const float *xr = x, *gr = dy;
+        const float *xr = x, *gr = dy, *mr = mask;
         seg_sums(
             rows, len, acc1, acc2, fresh,
             [&](int64_t r) {
@@ -232,6 +235,10 @@ struct RunKernels {
                 gr = dy + r * stride;
                 prefetch_run(x, r, rows, len, stride);
                 prefetch_run(dy, r, rows, len, stride);
+                if constexpr (HasMask::value) {
+                    mr = mask + r * stride;
+                    prefetch_run(mask, r, rows, len, stride);
+                }
             },
             [&](auto full, int64_t i, f32* t1, f32* t2) {
                 prefetch_ahead(xr + i);
@@ -239,6 +246,12 @@ struct RunKernels {
                 f32 v[kR];
                 load16(full, xr + i, len - i, mu, v);
                 load16(full, gr + i, len - i, zero, t1);
+                if constexpr (HasMask::value) {
+                    prefetch_ahead(mr + i);
+                    f32 m[kR];
+                    load16(full, mr + i, len - i, zero, m);
+                    for (int j = 0; j < kR; ++j) t1[j] = Ops::relu_grad(t1[j], m[j]);
+                }
                 if (w) {
                     f32 wv[kR];
                     load16(full, w + i, len - i, zero, wv);
@@ -246,10 +259,6 @@ struct RunKernels {
                 }
                 for (int j = 0; j < kR; ++j) t2[j] = t1[j] * (v[j] - mu);
             });
-    }
-    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                         float mean, double* acc1, double* acc2) {
-        grad_seg_body(x, dy, nullptr, rows, len, stride, mean, acc1, acc2);
     }
     // grad_seg of one run with weights, and of `runs` consecutive runs of `len` values each
     // with its own mean[q] and 16 lanes: the row reductions of layer and RMS norm backward.
@@ -268,11 +277,6 @@ struct RunKernels {
                                  double* acc2) {
         for (int64_t q = 0; q < runs; ++q)
             stats_seg_body(x + q * len, 1, len, len, pivot[q], acc1 + q * kLanes, acc2 + q * kLanes, true);
-    }
-    static void grad_runs(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
-                          double* acc1, double* acc2) {
-        for (int64_t q = 0; q < runs; ++q)
-            grad_seg_body(x + q * len, dy + q * len, nullptr, 1, len, len, mean[q], acc1 + q * kLanes, acc2 + q * kLanes);
     }
     // ---- the same reductions with double terms ----
 
@@ -305,13 +309,14 @@ struct RunKernels {
         }
     }
 
-    static void grad_seg_double(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                                float mean, double* acc1, double* acc2) {
-        wgrad_seg_double(x, dy, nullptr, rows, len, stride, mean, acc1, acc2);
-    }
-    // The same with g = dy * w[i] when w is given (each factor widened, the product in double).
+    // grad_seg_body with double terms: g = dy * w[i] when w is given (each factor widened,
+    // the product in double), dy zeroed where mask <= 0 when mask is given.
     static void wgrad_seg_double(const float* x, const float* dy, const float* w, int64_t rows, int64_t len,
                                  int64_t stride, float mean, double* acc1, double* acc2) {
+        grad_seg_double_body(x, dy, w, rows, len, stride, mean, acc1, acc2, nullptr);
+    }
+    static void grad_seg_double_body(const float* x, const float* dy, const float* w, int64_t rows, int64_t len,
+                                     int64_t stride, float mean, double* acc1, double* acc2, const float* mask) {
         f64 s1[kD], s2[kD];
         for (int m = 0; m < kD; ++m) {
             s1[m] = Ops::loadd(acc1 + m * kF64);
@@ -327,7 +332,15 @@ struct RunKernels {
             for (int64_t i = 0; i < len; i += kLanes) {
                 f64 v[kD], g[kD];
                 load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_x, v);
-                load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
+                if (mask) {
+                    // Masked in float, then widened: the terms of the float-term kernel.
+                    f32 gv[kR], mv[kR];
+                    load16(Part{}, gr + i, len - i, zero, gv);
+                    load16(Part{}, mask + r * stride + i, len - i, zero, mv);
+                    for (int j = 0; j < kR; ++j) widen_into(Ops::relu_grad(gv[j], mv[j]), g, j);
+                } else {
+                    load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
+                }
                 if (w) {
                     f64 wv[kD];
                     load_widen<int(kLanes / kF32)>(w + i, len - i, fill_dy, wv);
