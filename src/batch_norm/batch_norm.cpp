@@ -837,6 +837,19 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
                          float* diff_shift) {
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
+    if (diff_residual && !diff_src) {
+        // diff_residual without diff_src: the sums (if wanted), then the masked diff_dst
+        // alone, as the frozen-statistics pass with coefficients 1 (g * 1 is g, bit for bit).
+        batch_norm_backward(config, p, src, diff_dst, dst, scale, save_mean, save_invstd, nullptr, nullptr, diff_scale,
+                            diff_shift);
+        CoefArrays ones(g.lanes());
+        std::fill(ones.a, ones.a + CoefArrays::step(g.lanes()), 1.0f);
+        ones.stream = stream_outputs(config, g, diff_residual, 3);
+        ones.prefetch = prefetch_inputs(config, g, 2);
+        const DiffSrcPass pass{k, true, src, diff_dst, dst, diff_residual, nullptr};
+        elementwise_all(config, g, ones, pass, pass);
+        return;
+    }
     const bool global = (p.flags & NK_BN_USE_GLOBAL_STATS) != 0;
     // Sums are needed for diff_scale / diff_shift, and for diff_src unless the statistics are frozen.
     const bool need_sums = diff_scale || diff_shift || (diff_src && !global);
