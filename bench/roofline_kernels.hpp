@@ -12,6 +12,12 @@ void roofline_axpy(const float* x, const float* y, float* z, int64_t count, floa
 // s = x + y, d = a*s + b: the traffic of a normalization after a residual add (16 bytes/element).
 void roofline_add_axpb(const float* x, const float* y, float* s, float* d, int64_t count, float a, float b);
 
+// The separate passes the batch-norm fusions replace: y = relu(y); y = relu(y + r);
+// g = dst <= 0 ? 0 : dy (ReLU backward).
+void relu_pass(float* y, int64_t count);
+void add_relu_pass(const float* r, float* y, int64_t count);
+void relu_grad_pass(const float* dy, const float* dst, float* g, int64_t count);
+
 // Plain float sums for the two-pass kernels: sum x and x*x; sum y and x*y.
 void two_pass_moments(const float* x, int64_t count, float* sum, float* sum_sq);
 void two_pass_grad_sums(const float* x, const float* y, int64_t count, float* sum_y, float* sum_xy);
