@@ -10,13 +10,12 @@
 // flushed into double sums at fixed points, or (the *_double kernels) terms in double.
 #pragma once
 
+#include "core/run_kernel_table.hpp" // kRowsLanePadding
+
 #include <cstdint>
 
 namespace nk {
 
-// Per-lane arrays of the rows kernels (pivots, accumulators, coefficients) hold at
-// least this many entries past `width`, so whole registers may be read and written.
-constexpr int64_t kRowsLanePadding = 64;
 
 // Coefficients of the element-wise passes:
 //   normalize: dst = (src - mean_hi) * a + b
