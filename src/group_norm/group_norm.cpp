@@ -3,8 +3,9 @@
 // Channels-first: group (n, g) is one contiguous run of C/G * S values, reduced as a
 // layer-norm row is (core/run_moments.hpp), then put through the per-channel affine pass
 // while it is in cache. Channels-last: sample n is S rows of C channels; each channel's
-// sums over fixed blocks of rows come from the lane reductions (terms in double), and a
-// group merges its channels' blocks in a fixed order (Chan). Either way a group's
+// sums over fixed blocks of rows come from the rows reductions (float terms, checked,
+// a channel's block redone in double when its check fails), and a group merges its
+// channels' blocks in a fixed order (Chan). Either way a group's
 // results depend on its own values only: the same bits for any n, thread count or ISA.
 #include "group_norm/group_norm.hpp"
 
@@ -24,13 +25,18 @@ namespace {
 
 // Channels-last element-wise items: about this many values of one sample each (schedule only).
 constexpr int64_t kElementwiseValues = 16384;
+// Channels-last reduction blocks: about this many values of one sample each. Fixes the
+// sums (each block's are checked and merged in order), so changing it changes bits.
+// Blocks of 16384 values (12 rows of C = 1280) spent more on each block's fixed costs
+// (lane sums loaded and stored per tile, checks, copies) than on the rows.
+constexpr int64_t kBlockValues = 262144;
 
 struct Shape {
     int64_t N, C, S, G, Cg; // Cg: channels per group
     explicit Shape(const GroupNormProblem& p) : N(p.n), C(p.c), S(p.s), G(p.groups), Cg(p.c / p.groups) {}
     int64_t group_values() const { return Cg * S; }
     // Channels-last: rows of sample n per block of the lane reductions (fixed by C).
-    int64_t block_rows() const { return std::max<int64_t>(1, kRunPiece / C); }
+    int64_t block_rows() const { return std::max<int64_t>(1, kBlockValues / C); }
     int64_t blocks() const { return (S + block_rows() - 1) / block_rows(); }
 };
 
@@ -58,27 +64,70 @@ void affine_coefs(const GroupStats& st, const float* scale, const float* shift, 
     }
 }
 
-// Calls body(n, p) for each (sample, block of rows) of channels-last sample slabs.
+// Calls body(reduction, n, p) for each (sample, block of rows) of channels-last sample
+// slabs, with a task's scratch.
 template <class Body>
-void for_blocks(const ExecConfig& config, const Shape& sh, Body body) {
-    config.threads.parallel_for(sh.N * sh.blocks(), [&](int64_t begin, int64_t end) {
-        for (int64_t item = begin; item < end; ++item) body(item / sh.blocks(), item % sh.blocks());
-    });
-}
+void for_blocks(const ExecConfig& config, const Shape& sh, Body body);
 
-// Per (n, block, channel) sums of the channels-last lane reductions, and per (n, channel)
-// the value they are taken from (the pivot, or backward's saved mean).
+// Per (n, block, channel) sums of the channels-last rows reductions, and per (n, channel)
+// the value they are taken from (the pivot, or backward's saved mean; padded for the
+// reductions' whole-register reads).
 struct LaneSums {
     Scratch storage;
     double *s1, *s2;
     float* center;
     int64_t C, B;
     explicit LaneSums(const Shape& sh)
-        : storage(size_t(sh.N * sh.C) * ((2 * sh.blocks()) * sizeof(double) + sizeof(float))),
+        : storage(size_t(sh.N * sh.C) * (2 * sh.blocks()) * sizeof(double) +
+                  size_t(sh.N * sh.C + kRowsLanePadding) * sizeof(float)),
           s1(static_cast<double*>(storage.data())), s2(s1 + sh.N * sh.blocks() * sh.C),
-          center(reinterpret_cast<float*>(s2 + sh.N * sh.blocks() * sh.C)), C(sh.C), B(sh.blocks()) {}
+          center(reinterpret_cast<float*>(s2 + sh.N * sh.blocks() * sh.C)), C(sh.C), B(sh.blocks()) {
+        std::fill(center + sh.N * sh.C, center + sh.N * sh.C + kRowsLanePadding, 0.0f);
+    }
     int64_t at(int64_t n, int64_t p) const { return (n * B + p) * C; }
 };
+
+// One block of rows of one sample through a rows reduction (`grads`: the gradient sums of
+// x and dy, else the statistics of x), its C channels' sums written to s1, s2. Float terms
+// first; a channel whose sums fail the checks of core/moments.hpp takes its double-term
+// sums instead: a channel's sums depend on its own values alone.
+struct BlockReduction {
+    std::vector<double> a1, a2, d1, d2; // padded lane sums: float terms, double terms
+
+    explicit BlockReduction(int64_t C)
+        : a1(size_t(C + kRowsLanePadding)), a2(a1.size()), d1(a1.size()), d2(a1.size()) {}
+
+    void run(const RunKernelTable& k, bool grads, const float* x, const float* dy, int64_t rows, int64_t C,
+             const float* center, double* s1, double* s2) {
+        auto reduce = [&](bool dbl, double* t1, double* t2) {
+            std::fill(t1, t1 + C + kRowsLanePadding, 0.0);
+            std::fill(t2, t2 + C + kRowsLanePadding, 0.0);
+            if (grads)
+                (dbl ? k.rows_grads_double : k.rows_grads)(x, dy, nullptr, rows, C, C, center, t1, t2);
+            else
+                (dbl ? k.rows_stats_double : k.rows_stats)(x, rows, C, C, center, t1, t2);
+        };
+        reduce(false, a1.data(), a2.data());
+        const double count = double(rows);
+        const bool trusted = grads ? k.rows_grads_trusted(count, a1.data(), a2.data(), C)
+                                   : k.rows_stats_trusted(count, a1.data(), a2.data(), C);
+        if (!trusted) reduce(true, d1.data(), d2.data());
+        for (int64_t c = 0; c < C; ++c) {
+            const bool ok = trusted || (grads ? grad_sums_trusted(count, a1[size_t(c)], a2[size_t(c)])
+                                              : stats_sums_trusted(count, a1[size_t(c)], a2[size_t(c)]));
+            s1[c] = ok ? a1[size_t(c)] : d1[size_t(c)];
+            s2[c] = ok ? a2[size_t(c)] : d2[size_t(c)];
+        }
+    }
+};
+
+template <class Body>
+void for_blocks(const ExecConfig& config, const Shape& sh, Body body) {
+    config.threads.parallel_for(sh.N * sh.blocks(), [&](int64_t begin, int64_t end) {
+        BlockReduction red(sh.C);
+        for (int64_t item = begin; item < end; ++item) body(red, item / sh.blocks(), item % sh.blocks());
+    });
+}
 
 // Rows [r0, r0 + rows) of sample n, channels-last.
 int64_t rows_at(const Shape& sh, int64_t n, int64_t r0) { return (n * sh.S + r0) * sh.C; }
@@ -116,11 +165,10 @@ void forward_channels_last(const ExecConfig& config, const Shape& sh, const Grou
                 sums.center[n * C + c] = float(sum / 4);
             }
     });
-    for_blocks(config, sh, [&](int64_t n, int64_t blk) {
+    for_blocks(config, sh, [&](BlockReduction& red, int64_t n, int64_t blk) {
         const int64_t r0 = blk * R, rows = std::min(R, sh.S - r0), at = sums.at(n, blk);
-        std::fill(sums.s1 + at, sums.s1 + at + C, 0.0);
-        std::fill(sums.s2 + at, sums.s2 + at + C, 0.0);
-        k.lane_stats(src + rows_at(sh, n, r0), rows, C, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
+        red.run(k, false, src + rows_at(sh, n, r0), nullptr, rows, C, sums.center + n * C, sums.s1 + at,
+                sums.s2 + at);
     });
     // Per group: each channel's blocks added in order, its moments, the channels merged in
     // order (Chan); then the coefficients of every channel of every sample.
@@ -245,11 +293,9 @@ void backward_channels_last(const ExecConfig& config, const Shape& sh, const Run
     LaneSums sums(sh);
     for (int64_t n = 0; n < sh.N; ++n)
         for (int64_t c = 0; c < C; ++c) sums.center[n * C + c] = save_mean[n * sh.G + c / sh.Cg];
-    for_blocks(config, sh, [&](int64_t n, int64_t blk) {
+    for_blocks(config, sh, [&](BlockReduction& red, int64_t n, int64_t blk) {
         const int64_t r0 = blk * R, rows = std::min(R, sh.S - r0), at = sums.at(n, blk), x_at = rows_at(sh, n, r0);
-        std::fill(sums.s1 + at, sums.s1 + at + C, 0.0);
-        std::fill(sums.s2 + at, sums.s2 + at + C, 0.0);
-        k.lane_grads(src + x_at, diff_dst + x_at, rows, C, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
+        red.run(k, true, src + x_at, diff_dst + x_at, rows, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
     });
     config.threads.parallel_for(sh.N * sh.G, [&](int64_t begin, int64_t end) {
         std::vector<double> d1(size_t(sh.Cg)), d2(d1.size());
