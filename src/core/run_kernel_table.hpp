@@ -1,6 +1,6 @@
 // The per-ISA kernels every op shares (core/run_kernels.hpp), as a table of plain
 // function pointers: the seg reductions over runs of values (16 double lanes each), the
-// lane reductions (one double lane per position of a row), and the element-wise passes
+// rows reductions (one double lane per position of a row), and the element-wise passes
 // over runs (one coefficient per run) and lanes (per-lane coefficient arrays). All are
 // IEEE operations in a fixed order: the same bits on every ISA.
 #pragma once
@@ -48,12 +48,6 @@ struct RunKernelTable {
                          const float* a, const float* b);
     void (*diff_lanes)(const float* x, const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
                        const RunCoefs& k);
-    // Per lane, terms in double: acc1 += x - pivot[l], acc2 += (x - pivot[l])^2; and
-    // acc1 += dy, acc2 += dy * (x - mean[l]).
-    void (*lane_stats)(const float* x, int64_t rows, int64_t width, int64_t stride, const float* pivot,
-                       double* acc1, double* acc2);
-    void (*lane_grads)(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
-                       const float* mean, double* acc1, double* acc2);
     // The rows reductions (lane arrays padded by kRowsLanePadding), added to acc: float
     // terms flushed into double every 8 rows, or (*_double) every term in double.
     // acc1 += x - pivot[l], acc2 += (x - pivot[l])^2; and acc1 += g, acc2 += g * (x - mean[l])

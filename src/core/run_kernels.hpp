@@ -1,6 +1,8 @@
-// Kernels over contiguous runs of floats, shared by every op: register helpers, and the
+// Kernels over contiguous runs of floats, shared by every op: register helpers, the
 // 16-lane reductions with float terms flushed into double sums ("seg" reductions: a
-// channels-first batch-norm channel, a layer-norm row, a channels-first group). Templated
+// channels-first batch-norm channel, a layer-norm row, a channels-first group), the rows
+// reductions (a lane per position of a row: channels-last batch norm and group norm) and
+// the element-wise passes. Templated
 // on an Ops type (core/simd.hpp); each op's ISA translation units instantiate them
 // through their own kernel structs, which derive from RunKernels.
 //
@@ -700,73 +702,13 @@ struct RunKernels {
         });
     }
 
-    // Lane sums with every term in double, rows in order: acc1[l] += x - p[l],
-    // acc2[l] += (x - p[l])^2 (stats), or acc1[l] += dy, acc2[l] += dy * (x - p[l]) (grads,
-    // dy given). Each lane's sums depend on its own values alone, added in row order.
-    template <class HasDy>
-    static void lane_sums_impl(HasDy, const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
-                               const float* p, double* acc1, double* acc2) {
-        constexpr int kH = int(kF32 / kF64);
-        for_lane_blocks(rows, width, [&](auto full, int64_t l, int64_t n, int64_t r0, int64_t r1) {
-            // A partial register goes through a copy: the lanes past n start from 0 and are
-            // never stored.
-            constexpr bool kFull = decltype(full)::value;
-            alignas(64) double a1[kF32] = {}, a2[kF32] = {};
-            if constexpr (!kFull)
-                for (int64_t j = 0; j < n; ++j) {
-                    a1[j] = acc1[l + j];
-                    a2[j] = acc2[l + j];
-                }
-            double* d1 = kFull ? acc1 + l : a1;
-            double* d2 = kFull ? acc2 + l : a2;
-            f64 s1[kH], s2[kH], pv[kH];
-            for (int h = 0; h < kH; ++h) {
-                s1[h] = Ops::loadd(d1 + h * kF64);
-                s2[h] = Ops::loadd(d2 + h * kF64);
-            }
-            widen_into(load(full, p + l, n), pv, 0);
-            for (int64_t r = r0; r < r1; ++r) {
-                f64 xv[kH], g[kH];
-                widen_into(load(full, x + r * stride + l, n), xv, 0);
-                if constexpr (HasDy::value) widen_into(load(full, dy + r * stride + l, n), g, 0);
-                for (int h = 0; h < kH; ++h) {
-                    const f64 d = xv[h] - pv[h];
-                    if constexpr (HasDy::value) {
-                        s1[h] = s1[h] + g[h];
-                        s2[h] = s2[h] + g[h] * d;
-                    } else {
-                        s1[h] = s1[h] + d;
-                        s2[h] = s2[h] + d * d;
-                    }
-                }
-            }
-            for (int h = 0; h < kH; ++h) {
-                Ops::stored(d1 + h * kF64, s1[h]);
-                Ops::stored(d2 + h * kF64, s2[h]);
-            }
-            if constexpr (!kFull)
-                for (int64_t j = 0; j < n; ++j) {
-                    acc1[l + j] = a1[j];
-                    acc2[l + j] = a2[j];
-                }
-        });
-    }
-    static void lane_stats(const float* x, int64_t rows, int64_t width, int64_t stride, const float* pivot,
-                           double* acc1, double* acc2) {
-        lane_sums_impl(std::false_type{}, x, nullptr, rows, width, stride, pivot, acc1, acc2);
-    }
-    static void lane_grads(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
-                           const float* mean, double* acc1, double* acc2) {
-        lane_sums_impl(std::true_type{}, x, dy, rows, width, stride, mean, acc1, acc2);
-    }
-
     static const RunKernelTable table;
 };
 
 template <class Ops>
 const RunKernelTable RunKernels<Ops>::table = {
     &stats_seg,   &stats_seg_double, &stats_runs_fresh, &wgrad_seg,  &wgrad_seg_double, &wgrad_runs_fresh,
-    &affine_runs, &diff_runs,        &affine_lanes, &diff_lanes, &lane_stats,       &lane_grads,
+    &affine_runs, &diff_runs,        &affine_lanes, &diff_lanes,
     &stats_rows,  &stats_rows_double, &grad_rows,   &grad_rows_double, &stats_rows_trusted, &grad_rows_trusted,
 };
 
