@@ -27,6 +27,9 @@
 #   NK_BENCH_NORMS     1: then run normkit_bench_norms (layer, RMS and group norm against
 #                      their roofline and oneDNN) with the same rounds and min time and
 #                      print its table; 0: do not. Default: 1 unless a filter was given
+#   NK_BENCH_FUSED     1: then run normkit_bench_fused (batch norm with its ReLU or
+#                      residual-add-ReLU fused, against the batch-norm call and a separate
+#                      pass) and print its table; 0: do not. Default: 1 unless a filter was given
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
@@ -115,12 +118,14 @@ strict=()
 [[ "${NK_BENCH_STRICT:-0}" == 1 ]] && strict=(--strict)
 host="$build/bench/normkit_bench_host"
 norms="$build/bench/normkit_bench_norms"
+fused="$build/bench/normkit_bench_fused"
 filtered=0
 [[ -n ${NK_BENCH_FILTER:-} || $filter != . ]] && filtered=1
-run_host=0 run_norms=0
+run_host=0 run_norms=0 run_fused=0
 [[ ${NK_BENCH_HOST:-$((1 - filtered))} == 1 && -x $host ]] && run_host=1
 [[ ${NK_BENCH_NORMS:-$((1 - filtered))} == 1 && -x $norms ]] && run_norms=1
-if ((!run_host && !run_norms)); then
+[[ ${NK_BENCH_FUSED:-$((1 - filtered))} == 1 && -x $fused ]] && run_fused=1
+if ((!run_host && !run_norms && !run_fused)); then
     exec "$summary" "${strict[@]}" "$out"
 fi
 set +e
@@ -140,4 +145,5 @@ other_suite() { # exe title table-start
 }
 ((run_host)) && other_suite "$host" "normkit inside an OpenMP program" "normkit inside an OpenMP host"
 ((run_norms)) && other_suite "$norms" "layer, RMS and group norm" "op  "
+((run_fused)) && other_suite "$fused" "batch norm with its ReLU or residual-add-ReLU fused" "fused vs unfused"
 exit "$summary_status"
