@@ -867,7 +867,7 @@ void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, co
     const DiffSrcPass& rows_run = seg_run;
 
     const GradReduction* reduce = need_sums ? &red : nullptr;
-    const Choice choice = choose(config, g, 2);
+    const Choice choice = choose(config, g, dst ? 3 : 2); // the inputs both passes read
     switch (choice.plan) {
     case Plan::fused_groups:
         fused_groups(config, g, choice.width, reduce, parts, finish, coefs, diff_src ? &seg_run : nullptr);
