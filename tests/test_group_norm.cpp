@@ -168,6 +168,40 @@ TEST_CASE("group norm: a sample's results do not depend on the batch (batch inva
         }
 }
 
+// Channels-last reductions sum all channels of a block of rows at once and redo, in
+// double, the channels whose float-term sums fail their checks: the other groups of the
+// sample must keep their bits (only their own values decide).
+TEST_CASE("group norm: a group's bits do not depend on the other groups of its sample") {
+    for (int layout : {0, 1}) {
+        const GroupShape s{layout, 2, 12, 500, 3};
+        const Inputs plain = make_inputs(s, 51);
+        Inputs odd = plain;
+        int k = 0;
+        s.for_group(1, 1, [&](int64_t i, int64_t) { odd.src[size_t(i)] = (++k % 2 ? 3e29f : -3e29f); });
+        s.for_group(0, 2, [&](int64_t i, int64_t) { odd.src[size_t(i)] += 1e6f; });
+        for (int32_t isa : test::isas()) {
+            test::Context ctx(isa, 2);
+            const Outputs a = run(plain, ctx.get()), b = run(odd, ctx.get());
+            INFO(name_of(s) << ", " << test::isa_name(isa));
+            for (int64_t n = 0; n < s.n; ++n)
+                for (int64_t g = 0; g < s.groups; ++g) {
+                    if ((n == 1 && g == 1) || (n == 0 && g == 2)) continue;
+                    CAPTURE(n);
+                    CAPTURE(g);
+                    bool same = true;
+                    s.for_group(n, g, [&](int64_t i, int64_t) {
+                        same = same && std::memcmp(&a.dst[size_t(i)], &b.dst[size_t(i)], sizeof(float)) == 0 &&
+                               std::memcmp(&a.diff_src[size_t(i)], &b.diff_src[size_t(i)], sizeof(float)) == 0;
+                    });
+                    CHECK(same);
+                    const size_t q = size_t(n * s.groups + g);
+                    CHECK(std::memcmp(&a.save_mean[q], &b.save_mean[q], sizeof(float)) == 0);
+                    CHECK(std::memcmp(&a.save_invstd[q], &b.save_invstd[q], sizeof(float)) == 0);
+                }
+        }
+    }
+}
+
 TEST_CASE("group norm: large offsets, constant groups, huge values, NaN confined to its group") {
     for (int layout : {0, 1})
         for (int32_t isa : test::isas()) {
