@@ -104,7 +104,13 @@ NK_API nk_status nk_context_set_parallel_for(nk_context* ctx, nk_parallel_for_fn
 #define NK_LAYOUT_NCS 0 /* channels-first: NC, NCL, NCHW, NCDHW: (n*C + c)*S + s */
 #define NK_LAYOUT_NSC 1 /* channels-last: NLC, NHWC, NDHWC:     (n*S + s)*C + c */
 
-#define NK_DTYPE_F32 0
+/* Storage types of tensors (src, dst, residual, sum, diff_dst, diff_src). Scale, shift and
+ * every statistic stay float32. Computation is float32 whatever the storage: a bf16 or
+ * f16 value is converted exactly when read, a result rounded once (to nearest, ties to
+ * even; overflow to infinity; NaN stays a quiet NaN) when written. */
+#define NK_DTYPE_F32  0
+#define NK_DTYPE_BF16 1 /* bfloat16: 1 sign, 8 exponent, 7 fraction bits */
+#define NK_DTYPE_F16  2 /* IEEE binary16: 1 sign, 5 exponent, 10 fraction bits */
 
 /* running = m*running + (1-m)*batch (Keras, ONNX). Default: (1-m)*running + m*batch (PyTorch). */
 #define NK_BN_KERAS_MOMENTUM     0x1u
