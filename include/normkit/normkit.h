@@ -178,7 +178,8 @@ NK_API nk_status nk_batch_norm_backward(
  * only: never on the other rows, on `rows`, the thread count or the ISA path. */
 typedef struct nk_layer_norm_desc {
     uint32_t struct_size; /* sizeof(nk_layer_norm_desc); fields are only ever appended */
-    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  dtype;       /* NK_DTYPE_F32, NK_DTYPE_BF16 or NK_DTYPE_F16: src, residual, sum, dst,
+                             diff_dst, diff_src (scale, shift, statistics: float32) */
     int64_t  rows;        /* M: product of the leading dims (tokens, batch x sequence) */
     int64_t  features;    /* K: product of the normalized dims */
     float    epsilon;     /* > 0 and finite; default 1e-5 */
