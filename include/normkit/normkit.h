@@ -242,7 +242,8 @@ NK_API nk_status nk_rms_norm_backward(
 typedef struct nk_group_norm_desc {
     uint32_t struct_size; /* sizeof(nk_group_norm_desc); fields are only ever appended */
     int32_t  layout;      /* NK_LAYOUT_NCS or NK_LAYOUT_NSC */
-    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  dtype;       /* NK_DTYPE_F32, NK_DTYPE_BF16 or NK_DTYPE_F16: src, dst, diff_dst,
+                             diff_src (scale, shift, statistics: float32) */
     int32_t  reserved0;   /* must be 0 */
     int64_t  n, c, spatial;
     int64_t  groups;      /* >= 1 and divides c */

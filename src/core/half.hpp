@@ -17,8 +17,10 @@
 #pragma once
 
 #include "core/isa.hpp"
+#include "core/scratch.hpp"
 #include "normkit/normkit.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -126,6 +128,16 @@ public:
 private:
     int32_t dtype_;
     const HalfKernelTable* k_;
+};
+
+// Two float buffers of `count` elements each, for a task's bf16 / f16 block (none for float32).
+struct Staging {
+    Scratch storage;
+    float* a;
+    float* b;
+    Staging(const Storage& st, int64_t count)
+        : storage(size_t(std::max<int64_t>(1, 2 * st.staging(count))) * sizeof(float)),
+          a(static_cast<float*>(storage.data())), b(a + st.staging(count)) {}
 };
 
 } // namespace nk

@@ -139,16 +139,6 @@ struct Filled {
     }
 };
 
-// Per-task float buffers of `count` elements each for a bf16 / f16 block (none for float32).
-struct Staging {
-    Scratch storage;
-    float* a;
-    float* b;
-    Staging(const Storage& st, int64_t count)
-        : storage(size_t(std::max<int64_t>(1, 2 * st.staging(count))) * sizeof(float)),
-          a(static_cast<float*>(storage.data())), b(a + st.staging(count)) {}
-};
-
 // The next block's inputs, for the element-wise passes to prefetch (float32 only: the
 // converting reads of a half-precision block stream on their own).
 NextBlock next_block(const Storage& st, bool last, const void* a, const void* b, int64_t at) {
