@@ -139,11 +139,11 @@ struct Filled {
     }
 };
 
-// The next block's inputs, for the element-wise passes to prefetch (float32 only: the
-// converting reads of a half-precision block stream on their own).
+// The next block's inputs (from element `at`), for the element-wise passes to prefetch.
 NextBlock next_block(const Storage& st, bool last, const void* a, const void* b, int64_t at) {
-    if (last || !st.f32()) return {nullptr, nullptr};
-    return {static_cast<const float*>(a) + at, b ? static_cast<const float*>(b) + at : nullptr};
+    const int64_t eb = int64_t(st.element_bytes());
+    if (last) return {nullptr, nullptr, eb};
+    return {static_cast<const char*>(a) + at * eb, b ? static_cast<const char*>(b) + at * eb : nullptr, eb};
 }
 
 } // namespace
