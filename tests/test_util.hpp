@@ -115,7 +115,7 @@ inline double max_abs(const std::vector<double>& v) {
 }
 
 inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 inline nk_batch_norm_desc make_desc(const ref::Shape& sh) {
