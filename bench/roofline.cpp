@@ -76,6 +76,20 @@ void Roofline::residual_forward(const uint16_t* x, const uint16_t* y, uint16_t* 
     residual_forward_of(x, y, s, d, count);
 }
 
+void Roofline::relu(float* y, int64_t count) const {
+    split(count, [&](int64_t begin, int64_t end) { relu_pass(y + begin, end - begin); });
+}
+
+void Roofline::add_relu(const float* r, float* y, int64_t count) const {
+    split(count, [&](int64_t begin, int64_t end) { add_relu_pass(r + begin, y + begin, end - begin); });
+}
+
+void Roofline::relu_grad(const float* dy, const float* dst, float* g, int64_t count) const {
+    split(count, [&](int64_t begin, int64_t end) {
+        relu_grad_pass(dy + begin, dst + begin, g + begin, end - begin);
+    });
+}
+
 template <class Body> void Roofline::blocks(int64_t count, int inputs, bool blocked, const Body& body) const {
     constexpr int64_t kBlockFloats = (int64_t(128) << 10) / int64_t(sizeof(float));
     split(count, [&](int64_t begin, int64_t end) {

@@ -26,6 +26,11 @@ public:
     void backward(const uint16_t* x, const uint16_t* y, uint16_t* z, int64_t count) const;
     void residual_forward(const uint16_t* x, const uint16_t* y, uint16_t* s, uint16_t* d, int64_t count) const;
 
+    // The separate ReLU passes of an unfused network (roofline_kernels.hpp), threaded as above.
+    void relu(float* y, int64_t count) const;
+    void add_relu(const float* r, float* y, int64_t count) const;
+    void relu_grad(const float* dy, const float* dst, float* g, int64_t count) const;
+
     // The reads and writes of a two-pass batch norm in their plainest form: each thread's
     // chunk summed (forward: x and x*x; backward: y and x*y, plain float sums), then put
     // through the same element-wise pass as forward() / backward() with a coefficient from

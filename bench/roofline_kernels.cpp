@@ -24,6 +24,21 @@ void roofline_add_axpb(const float* __restrict x, const float* __restrict y, flo
     }
 }
 
+void relu_pass(float* __restrict y, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i];
+}
+
+void add_relu_pass(const float* __restrict r, float* __restrict y, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) {
+        const float v = y[i] + r[i];
+        y[i] = v < 0.0f ? 0.0f : v;
+    }
+}
+
+void relu_grad_pass(const float* __restrict dy, const float* __restrict dst, float* __restrict g, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) g[i] = dst[i] <= 0.0f ? 0.0f : dy[i];
+}
+
 namespace {
 float widen(uint16_t h) {
     const uint32_t u = uint32_t(h) << 16;

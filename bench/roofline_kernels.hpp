@@ -17,6 +17,11 @@ void roofline_add_axpb(const float* x, const float* y, float* s, float* d, int64
 void roofline_axpb(const uint16_t* x, uint16_t* y, int64_t count, float a, float b);
 void roofline_axpy(const uint16_t* x, const uint16_t* y, uint16_t* z, int64_t count, float a);
 void roofline_add_axpb(const uint16_t* x, const uint16_t* y, uint16_t* s, uint16_t* d, int64_t count, float a, float b);
+// The separate passes the batch-norm fusions replace: y = relu(y); y = relu(y + r);
+// g = dst <= 0 ? 0 : dy (ReLU backward).
+void relu_pass(float* y, int64_t count);
+void add_relu_pass(const float* r, float* y, int64_t count);
+void relu_grad_pass(const float* dy, const float* dst, float* g, int64_t count);
 
 // Plain float sums for the two-pass kernels: sum x and x*x; sum y and x*y.
 void two_pass_moments(const float* x, int64_t count, float* sum, float* sum_sq);

@@ -14,7 +14,8 @@
 
 namespace {
 
-constexpr uint32_t kKnownFlags = NK_BN_KERAS_MOMENTUM | NK_BN_BIASED_RUNNING_VAR | NK_BN_USE_GLOBAL_STATS;
+constexpr uint32_t kKnownFlags =
+    NK_BN_KERAS_MOMENTUM | NK_BN_BIASED_RUNNING_VAR | NK_BN_USE_GLOBAL_STATS | NK_BN_FUSE_RELU;
 // The descriptor as first published; later versions only append fields.
 constexpr uint32_t kDescSizeV1 = sizeof(nk_batch_norm_desc);
 
@@ -62,6 +63,16 @@ public:
     size_t channel_bytes() const { return size_t(problem.c) * sizeof(float); }
     nk::Buffer tensor(const char* name, const void* p, bool output) const { return {name, p, tensor_bytes(), output}; }
     nk::Buffer channels(const char* name, const void* p, bool output) const { return {name, p, channel_bytes(), output}; }
+
+    bool relu() const { return (problem.flags & NK_BN_FUSE_RELU) != 0; }
+    // `function` has no dst to mask its gradient with: it refuses NK_BN_FUSE_RELU.
+    bool no_relu(const char* function) {
+        if (!relu()) return true;
+        return fail(NK_ERROR_INVALID_ARGUMENT,
+                    "desc->flags has NK_BN_FUSE_RELU: %s cannot mask diff_dst without the forward's dst; use "
+                    "nk_batch_norm_backward_v2",
+                    function);
+    }
 };
 
 
@@ -249,6 +260,14 @@ nk_status nk_batch_norm_forward_training(nk_context* ctx, const nk_batch_norm_de
                                          const void* src, void* dst, const float* scale,
                                          const float* shift, float* running_mean,
                                          float* running_var, float* save_mean, float* save_invstd) {
+    return nk_batch_norm_forward_training_v2(ctx, desc, src, nullptr, dst, scale, shift, running_mean, running_var,
+                                             save_mean, save_invstd);
+}
+
+nk_status nk_batch_norm_forward_training_v2(nk_context* ctx, const nk_batch_norm_desc* desc, const void* src,
+                                            const void* residual, void* dst, const float* scale, const float* shift,
+                                            float* running_mean, float* running_var, float* save_mean,
+                                            float* save_invstd) {
     nk::clear_error();
     Checker check;
     if (!check.desc(desc) || !check.required("src", src, check.tensor_bytes()) || !check.required("dst", dst, check.tensor_bytes()))
@@ -263,8 +282,9 @@ nk_status nk_batch_norm_forward_training(nk_context* ctx, const nk_batch_norm_de
                            check.channels("running_mean", running_mean, true),
                            check.channels("running_var", running_var, true),
                            check.channels("save_mean", save_mean, true),
-                           check.channels("save_invstd", save_invstd, true)},
-                          {{0, 1}}))
+                           check.channels("save_invstd", save_invstd, true),
+                           check.tensor("residual", residual, false)},
+                          {{0, 1}, {8, 1}}))
         return check.status;
     const nk::BatchNormProblem& p = check.problem;
     if (check.count == 0) return NK_OK;
@@ -274,7 +294,8 @@ nk_status nk_batch_norm_forward_training(nk_context* ctx, const nk_batch_norm_de
                         (long long)p.n, (long long)p.s);
     return nk::guarded([&] {
         nk::batch_norm_forward_training(nk::exec_config(ctx), p, static_cast<const float*>(src),
-                                        static_cast<float*>(dst), scale, shift, running_mean,
+                                        static_cast<const float*>(residual), static_cast<float*>(dst), scale, shift,
+                                        running_mean,
                                         running_var, save_mean, save_invstd);
         return NK_OK;
     });
@@ -284,6 +305,12 @@ nk_status nk_batch_norm_forward_inference(nk_context* ctx, const nk_batch_norm_d
                                           const void* src, void* dst, const float* scale,
                                           const float* shift, const float* mean,
                                           const float* variance) {
+    return nk_batch_norm_forward_inference_v2(ctx, desc, src, nullptr, dst, scale, shift, mean, variance);
+}
+
+nk_status nk_batch_norm_forward_inference_v2(nk_context* ctx, const nk_batch_norm_desc* desc, const void* src,
+                                             const void* residual, void* dst, const float* scale, const float* shift,
+                                             const float* mean, const float* variance) {
     nk::clear_error();
     Checker check;
     if (!check.desc(desc) || !check.required("src", src, check.tensor_bytes()) || !check.required("dst", dst, check.tensor_bytes()) ||
@@ -294,14 +321,15 @@ nk_status nk_batch_norm_forward_inference(nk_context* ctx, const nk_batch_norm_d
                            check.channels("scale", scale, false),
                            check.channels("shift", shift, false),
                            check.channels("mean", mean, false),
-                           check.channels("variance", variance, false)},
-                          {{0, 1}}))
+                           check.channels("variance", variance, false),
+                           check.tensor("residual", residual, false)},
+                          {{0, 1}, {6, 1}}))
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {
-        nk::batch_norm_forward_inference(nk::exec_config(ctx), check.problem,
-                                         static_cast<const float*>(src), static_cast<float*>(dst),
-                                         scale, shift, mean, variance);
+        nk::batch_norm_forward_inference(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
+                                         static_cast<const float*>(residual), static_cast<float*>(dst), scale,
+                                         shift, mean, variance);
         return NK_OK;
     });
 }
@@ -312,10 +340,29 @@ nk_status nk_batch_norm_backward(nk_context* ctx, const nk_batch_norm_desc* desc
                                  float* diff_shift) {
     nk::clear_error();
     Checker check;
+    if (!check.desc(desc) || !check.no_relu("nk_batch_norm_backward")) return check.status;
+    return nk_batch_norm_backward_v2(ctx, desc, src, diff_dst, nullptr, scale, save_mean, save_invstd, diff_src,
+                                     nullptr, diff_scale, diff_shift);
+}
+
+nk_status nk_batch_norm_backward_v2(nk_context* ctx, const nk_batch_norm_desc* desc, const void* src,
+                                    const void* diff_dst, const void* dst, const float* scale, const float* save_mean,
+                                    const float* save_invstd, void* diff_src, void* diff_residual, float* diff_scale,
+                                    float* diff_shift) {
+    nk::clear_error();
+    Checker check;
     if (!check.desc(desc) || !check.required("src", src, check.tensor_bytes()) ||
         !check.required("diff_dst", diff_dst, check.tensor_bytes()) || !check.required("save_mean", save_mean, check.channel_bytes()) ||
         !check.required("save_invstd", save_invstd, check.channel_bytes()))
         return check.status;
+    if (check.relu()) {
+        if (!check.required("dst", dst, check.tensor_bytes())) return check.status;
+    } else if (dst != nullptr || diff_residual != nullptr) {
+        return nk::fail(NK_ERROR_INVALID_ARGUMENT,
+                        "%s is given but desc->flags lacks NK_BN_FUSE_RELU: without the ReLU there is no mask, and "
+                        "the residual's gradient is diff_dst itself",
+                        dst != nullptr ? "dst" : "diff_residual");
+    }
     if (!check.no_overlap({check.tensor("src", src, false),
                            check.tensor("diff_dst", diff_dst, false),
                            check.channels("scale", scale, false),
@@ -323,16 +370,59 @@ nk_status nk_batch_norm_backward(nk_context* ctx, const nk_batch_norm_desc* desc
                            check.channels("save_invstd", save_invstd, false),
                            check.tensor("diff_src", diff_src, true),
                            check.channels("diff_scale", diff_scale, true),
-                           check.channels("diff_shift", diff_shift, true)},
-                          {{1, 5}}))
+                           check.channels("diff_shift", diff_shift, true),
+                           check.tensor("dst", dst, false),
+                           check.tensor("diff_residual", diff_residual, true)},
+                          {{1, 5}, {1, 9}}))
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {
         nk::batch_norm_backward(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
-                                static_cast<const float*>(diff_dst), scale, save_mean, save_invstd,
-                                static_cast<float*>(diff_src), diff_scale, diff_shift);
+                                static_cast<const float*>(diff_dst), static_cast<const float*>(dst), scale, save_mean,
+                                save_invstd, static_cast<float*>(diff_src), static_cast<float*>(diff_residual),
+                                diff_scale, diff_shift);
         return NK_OK;
     });
+}
+
+nk_status nk_batch_norm_fold(const nk_batch_norm_desc* desc, const float* mean, const float* variance,
+                             const float* scale, const float* shift, int64_t weights_per_channel,
+                             const float* weight, const float* bias, float* folded_weight, float* folded_bias) {
+    nk::clear_error();
+    Checker check;
+    if (!check.desc(desc)) return check.status;
+    const int64_t C = check.problem.c;
+    int64_t weights = 0;
+    if (weights_per_channel < 0 || !check.product(C, weights_per_channel, 1, sizeof(float), &weights))
+        return nk::fail(NK_ERROR_INVALID_SHAPE,
+                        "weights_per_channel is %lld with desc->c=%lld: must be >= 0, the weights addressable",
+                        (long long)weights_per_channel, (long long)C);
+    const size_t wbytes = size_t(weights) * sizeof(float);
+    if (!check.required("mean", mean, check.channel_bytes()) ||
+        !check.required("variance", variance, check.channel_bytes()) || !check.required("weight", weight, wbytes) ||
+        !check.required("folded_weight", folded_weight, wbytes) ||
+        !check.required("folded_bias", folded_bias, check.channel_bytes()))
+        return check.status;
+    if (!check.no_overlap({check.channels("mean", mean, false),
+                           check.channels("variance", variance, false),
+                           check.channels("scale", scale, false),
+                           check.channels("shift", shift, false),
+                           {"weight", weight, wbytes, false},
+                           check.channels("bias", bias, false),
+                           {"folded_weight", folded_weight, wbytes, true},
+                           check.channels("folded_bias", folded_bias, true)},
+                          {{4, 6}, {5, 7}}))
+        return check.status;
+    const double eps = double(check.problem.epsilon);
+    for (int64_t c = 0; c < C; ++c) {
+        const double s = (scale ? double(scale[c]) : 1.0) / std::sqrt(double(variance[c]) + eps);
+        const double b = bias ? double(bias[c]) : 0.0;
+        folded_bias[c] = float((b - double(mean[c])) * s + (shift ? double(shift[c]) : 0.0));
+        const float* w = weight + c * weights_per_channel;
+        float* fw = folded_weight + c * weights_per_channel;
+        for (int64_t i = 0; i < weights_per_channel; ++i) fw[i] = float(double(w[i]) * s);
+    }
+    return NK_OK;
 }
 
 
@@ -476,8 +566,9 @@ nk_status nk_batch_norm_backward_reduce(nk_context* ctx, const nk_batch_norm_des
                                         void* reduced, int64_t reduced_bytes) {
     nk::clear_error();
     Checker check;
-    if (!check.desc(desc) || !samples_per_piece_ok(check, samples_per_piece) ||
-        !check.required("src", src, check.tensor_bytes()) || !check.required("diff_dst", diff_dst, check.tensor_bytes()) ||
+    if (!check.desc(desc) || !check.no_relu("nk_batch_norm_backward_reduce") ||
+        !samples_per_piece_ok(check, samples_per_piece) || !check.required("src", src, check.tensor_bytes()) ||
+        !check.required("diff_dst", diff_dst, check.tensor_bytes()) ||
         !check.required("save_mean", save_mean, check.channel_bytes()))
         return check.status;
     const int64_t pieces = nk::batch_norm_piece_count(desc->n, samples_per_piece);
@@ -505,7 +596,8 @@ nk_status nk_batch_norm_backward_from_reduced(nk_context* ctx, const nk_batch_no
     nk::clear_error();
     Checker check;
     PartialIn in;
-    if (!check.desc(desc) || !read_partial(check, "reduced", reduced, reduced_bytes, NK_BN_PARTIAL_GRADS, &in) ||
+    if (!check.desc(desc) || !check.no_relu("nk_batch_norm_backward_from_reduced") ||
+        !read_partial(check, "reduced", reduced, reduced_bytes, NK_BN_PARTIAL_GRADS, &in) ||
         !check.required("src", src, check.tensor_bytes()) || !check.required("diff_dst", diff_dst, check.tensor_bytes()) ||
         !check.required("save_mean", save_mean, check.channel_bytes()) ||
         !check.required("save_invstd", save_invstd, check.channel_bytes()))

@@ -62,7 +62,10 @@ void* wrapping_tensor() { return top_of_memory<void>(64); }
 // 12 bytes (3 channels) from here wrap; 8-byte aligned.
 float* wrapping_channels() { return top_of_memory<float>(8); }
 
-enum class Api { training, inference, backward, desc_init, context_create, set_num_threads, set_max_isa, set_parallel_for };
+enum class Api {
+    training, inference, backward, desc_init, context_create, set_num_threads, set_max_isa, set_parallel_for,
+    training_v2, inference_v2, backward_v2, fold
+};
 
 const char* api_name(Api api) {
     switch (api) {
@@ -74,6 +77,10 @@ const char* api_name(Api api) {
     case Api::set_num_threads: return "nk_context_set_num_threads";
     case Api::set_max_isa: return "nk_context_set_max_isa";
     case Api::set_parallel_for: return "nk_context_set_parallel_for";
+    case Api::training_v2: return "nk_batch_norm_forward_training_v2";
+    case Api::inference_v2: return "nk_batch_norm_forward_inference_v2";
+    case Api::backward_v2: return "nk_batch_norm_backward_v2";
+    case Api::fold: return "nk_batch_norm_fold";
     }
     return "?";
 }
@@ -87,8 +94,10 @@ void counting_parallel_for(void* user, int64_t tasks, nk_task_fn task, void* arg
 // Every buffer a call can name has a slot in the arena.
 enum Slot {
     kSrc, kDst, kScale, kShift, kRunningMean, kRunningVar, kSaveMean, kSaveInvstd,
-    kDiffDst, kDiffSrc, kDiffScale, kDiffShift, kMean, kVariance, kSlots
+    kDiffDst, kDiffSrc, kDiffScale, kDiffShift, kMean, kVariance,
+    kResidual, kFwdDst, kDiffResidual, kWeight, kBias, kFoldedWeight, kFoldedBias, kSlots
 };
+constexpr int64_t kWeightsPerChannel = 5; // fold: 15 weights
 constexpr size_t kSlotFloats = 64; // > the 24-float tensor: slack between slots is checked too
 constexpr int64_t kN = 2, kC = 3, kS = 4;
 constexpr size_t kCount = size_t(kN * kC * kS);
@@ -120,6 +129,15 @@ struct Call {
     float* diff_shift;
     const float* saved_mean;   // backward's save_mean input
     const float* saved_invstd; // backward's save_invstd input
+    // the fusions (the _v2 calls start with NK_BN_FUSE_RELU) and nk_batch_norm_fold
+    const void* residual;
+    const void* fwd_dst; // backward_v2's dst: the forward's output
+    void* diff_residual;
+    int64_t weights_per_channel = kWeightsPerChannel;
+    const float* weight;
+    const float* bias;
+    float* folded_weight;
+    float* folded_bias;
     // nk_batch_norm_desc_init arguments
     nk_batch_norm_desc* init_target;
     int32_t layout = NK_LAYOUT_NCS;
@@ -148,6 +166,20 @@ struct Call {
         // Backward reads save_mean/save_invstd: give its inputs values, in their own slots.
         fill(kSaveMean, test::uniform(kC, -0.5, 0.5, 19));
         fill(kSaveInvstd, test::uniform(kC, 0.5, 2.0, 20));
+        fill(kResidual, test::normal(kCount, 0.0, 1.0, 21));
+        std::vector<float> fwd = test::normal(kCount, 0.0, 1.0, 22);
+        for (float& v : fwd) v = std::max(v, 0.0f);
+        fill(kFwdDst, fwd);
+        fill(kWeight, test::normal(size_t(kC * kWeightsPerChannel), 0.0, 1.0, 23));
+        fill(kBias, test::normal(size_t(kC), 0.0, 1.0, 24));
+        if (api == Api::training_v2 || api == Api::inference_v2 || api == Api::backward_v2) dd.flags = NK_BN_FUSE_RELU;
+        residual = at(kResidual);
+        fwd_dst = at(kFwdDst);
+        diff_residual = at(kDiffResidual);
+        weight = at(kWeight);
+        bias = at(kBias);
+        folded_weight = at(kFoldedWeight);
+        folded_bias = at(kFoldedBias);
         src = at(kSrc);
         dst = at(kDst);
         scale = at(kScale);
@@ -160,7 +192,7 @@ struct Call {
         diff_src = at(kDiffSrc);
         diff_scale = at(kDiffScale);
         diff_shift = at(kDiffShift);
-        if (api == Api::backward) {
+        if (api == Api::backward || api == Api::backward_v2) {
             saved_mean = at(kSaveMean);
             saved_invstd = at(kSaveInvstd);
             save_mean = nullptr;
@@ -208,6 +240,17 @@ struct Call {
         case Api::set_max_isa: return nk_context_set_max_isa(target, value);
         case Api::set_parallel_for:
             return nk_context_set_parallel_for(target, parallel_for, &parallel_for_calls, value);
+        case Api::training_v2:
+            return nk_batch_norm_forward_training_v2(ctx, desc, src, residual, dst, scale, shift, running_mean,
+                                                     running_var, save_mean, save_invstd);
+        case Api::inference_v2:
+            return nk_batch_norm_forward_inference_v2(ctx, desc, src, residual, dst, scale, shift, mean, variance);
+        case Api::backward_v2:
+            return nk_batch_norm_backward_v2(ctx, desc, src, diff_dst, fwd_dst, scale, saved_mean, saved_invstd,
+                                             diff_src, diff_residual, diff_scale, diff_shift);
+        case Api::fold:
+            return nk_batch_norm_fold(desc, mean, variance, scale, shift, weights_per_channel, weight, bias,
+                                      folded_weight, folded_bias);
         }
         return -1;
     }
@@ -267,7 +310,7 @@ const Row kRows[] = {
     {"layout -1", A::training, [](Call& c) { c.d().layout = -1; }, kArg, "layout", nullptr},
     {"dtype 1", A::training, [](Call& c) { c.d().dtype = 1; }, kArg, "dtype", nullptr},
     {"dtype -1", A::training, [](Call& c) { c.d().dtype = -1; }, kArg, "dtype", nullptr},
-    {"flags bit 3", A::training, [](Call& c) { c.d().flags = 0x8u; }, kArg, "flags", nullptr},
+    {"flags bit 4", A::training, [](Call& c) { c.d().flags = 0x10u; }, kArg, "flags", nullptr},
     {"flags bit 31 with known bits", A::training,
      [](Call& c) { c.d().flags = NK_BN_KERAS_MOMENTUM | 0x80000000u; }, kArg, "flags", nullptr},
     {"struct_size 0", A::training, [](Call& c) { c.d().struct_size = 0; }, kArg, "struct_size", nullptr},
@@ -392,6 +435,61 @@ const Row kRows[] = {
     {"diff_scale overlapping save_mean", A::backward, [](Call& c) { c.diff_scale = c.at(kSaveMean) + 2; }, kArg,
      "save_mean", "diff_scale"},
 
+    // ---- the fusions: NK_BN_FUSE_RELU, the residual, nk_batch_norm_backward_v2 ----------
+    {"NK_BN_FUSE_RELU without a dst", A::backward, [](Call& c) { c.d().flags = NK_BN_FUSE_RELU; }, kArg, "flags",
+     "nk_batch_norm_backward_v2"},
+    {"residual wraps the address space", A::training_v2, [](Call& c) { c.residual = wrapping_tensor(); }, kShape,
+     "residual", nullptr},
+    {"dst = residual + 1 element", A::training_v2, [](Call& c) { c.dst = c.at(kResidual) + 1; }, kArg, "residual",
+     "dst"},
+    {"residual inside save_mean", A::training_v2, [](Call& c) { c.save_mean = c.at(kResidual) + 2; }, kArg,
+     "residual", "save_mean"},
+    {"flags bit 5", A::training_v2, [](Call& c) { c.d().flags |= 0x20u; }, kArg, "flags", nullptr},
+    {"src NULL", A::inference_v2, [](Call& c) { c.src = nullptr; }, kNull, "src", nullptr},
+    {"dst = residual - 1 element", A::inference_v2, [](Call& c) { c.dst = c.at(kResidual) - 1; }, kArg,
+     "residual", "dst"},
+    {"residual wraps the address space", A::inference_v2, [](Call& c) { c.residual = wrapping_tensor(); }, kShape,
+     "residual", nullptr},
+    {"dst NULL with NK_BN_FUSE_RELU", A::backward_v2, [](Call& c) { c.fwd_dst = nullptr; }, kNull, "dst", nullptr},
+    {"dst without NK_BN_FUSE_RELU", A::backward_v2, [](Call& c) { c.d().flags = 0; c.diff_residual = nullptr; },
+     kArg, "dst", nullptr},
+    {"diff_residual without NK_BN_FUSE_RELU", A::backward_v2,
+     [](Call& c) { c.d().flags = 0; c.fwd_dst = nullptr; }, kArg, "diff_residual", nullptr},
+    {"diff_residual == diff_src", A::backward_v2, [](Call& c) { c.diff_residual = c.diff_src; }, kArg, "diff_src",
+     "diff_residual"},
+    {"diff_residual == diff_src == diff_dst", A::backward_v2,
+     [](Call& c) {
+         c.diff_residual = c.diff_src = c.at(kDiffDst);
+     },
+     kArg, "diff_src", "diff_residual"},
+    {"diff_residual == dst", A::backward_v2, [](Call& c) { c.diff_residual = const_cast<void*>(c.fwd_dst); }, kArg,
+     "dst", "diff_residual"},
+    {"diff_residual overlapping src", A::backward_v2, [](Call& c) { c.diff_residual = c.at(kSrc) + 3; }, kArg,
+     "src", "diff_residual"},
+    {"diff_src == dst", A::backward_v2, [](Call& c) { c.diff_src = const_cast<void*>(c.fwd_dst); }, kArg, "dst",
+     "diff_src"},
+    {"dst wraps the address space", A::backward_v2, [](Call& c) { c.fwd_dst = wrapping_tensor(); }, kShape, "dst",
+     nullptr},
+
+    // ---- nk_batch_norm_fold ------------------------------------------------------------
+    {"desc NULL", A::fold, [](Call& c) { c.desc = nullptr; }, kNull, "desc", nullptr},
+    {"mean NULL", A::fold, [](Call& c) { c.mean = nullptr; }, kNull, "mean", nullptr},
+    {"variance NULL", A::fold, [](Call& c) { c.variance = nullptr; }, kNull, "variance", nullptr},
+    {"weight NULL", A::fold, [](Call& c) { c.weight = nullptr; }, kNull, "weight", nullptr},
+    {"folded_weight NULL", A::fold, [](Call& c) { c.folded_weight = nullptr; }, kNull, "folded_weight", nullptr},
+    {"folded_bias NULL", A::fold, [](Call& c) { c.folded_bias = nullptr; }, kNull, "folded_bias", nullptr},
+    {"weights_per_channel negative", A::fold, [](Call& c) { c.weights_per_channel = -1; }, kShape,
+     "weights_per_channel", nullptr},
+    {"c * weights_per_channel overflows", A::fold, [](Call& c) { c.weights_per_channel = kI64Max / 2; }, kShape,
+     "weights_per_channel", nullptr},
+    {"folded_weight = weight + 1 element", A::fold, [](Call& c) { c.folded_weight = c.at(kWeight) + 1; }, kArg,
+     "weight", "folded_weight"},
+    {"folded_bias == mean", A::fold, [](Call& c) { c.folded_bias = c.at(kMean); }, kArg, "mean", "folded_bias"},
+    {"folded_bias inside folded_weight", A::fold, [](Call& c) { c.folded_bias = c.folded_weight + 4; }, kArg,
+     "folded_weight", "folded_bias"},
+    {"epsilon 0", A::fold, [](Call& c) { c.d().epsilon = 0.0f; }, kArg, "epsilon", nullptr},
+    {"c negative", A::fold, [](Call& c) { c.d().c = -3; }, kShape, "c", nullptr},
+
     // ---- nk_batch_norm_desc_init -----------------------------------------------------
     {"desc NULL", A::desc_init, [](Call& c) { c.init_target = nullptr; }, kNull, "desc", nullptr},
     {"layout 2", A::desc_init, [](Call& c) { c.layout = 2; }, kArg, "layout", nullptr},
@@ -440,7 +538,7 @@ void succeed() {
 
 TEST_CASE("errors: the unchanged call of every row is valid") {
     for (Api api : {A::training, A::inference, A::backward, A::desc_init, A::context_create, A::set_num_threads,
-                    A::set_max_isa, A::set_parallel_for}) {
+                    A::set_max_isa, A::set_parallel_for, A::training_v2, A::inference_v2, A::backward_v2, A::fold}) {
         const std::string api_str = api_name(api);
         CAPTURE(api_str);
         Call call(api);
@@ -451,9 +549,15 @@ TEST_CASE("errors: the unchanged call of every row is valid") {
             CHECK_FALSE(all_canary(call.at(kSaveInvstd), kC));
         }
         if (api == A::inference) CHECK_FALSE(all_canary(call.at(kDst), kCount));
-        if (api == A::backward) {
+        if (api == A::backward || api == A::backward_v2) {
             CHECK_FALSE(all_canary(call.at(kDiffSrc), kCount));
             CHECK_FALSE(all_canary(call.at(kDiffScale), kC));
+        }
+        if (api == A::training_v2 || api == A::inference_v2) CHECK_FALSE(all_canary(call.at(kDst), kCount));
+        if (api == A::backward_v2) CHECK_FALSE(all_canary(call.at(kDiffResidual), kCount));
+        if (api == A::fold) {
+            CHECK_FALSE(all_canary(call.at(kFoldedWeight), size_t(kC * kWeightsPerChannel)));
+            CHECK_FALSE(all_canary(call.at(kFoldedBias), kC));
         }
         if (api == A::context_create) CHECK(call.created != nullptr);
     }
@@ -587,6 +691,42 @@ TEST_CASE("errors: edge values that are valid") {
                 CHECK(call.run() == NK_OK);
                 CHECK(std::string(nk_last_error_message()).empty());
             }
+    }
+    SUBCASE("the fusions in place: dst == residual, dst == src, diff_residual == diff_dst; fold in place") {
+        Call training(A::training_v2);
+        training.dst = const_cast<void*>(training.residual);
+        CHECK(training.run() == NK_OK);
+        Call inference(A::inference_v2);
+        inference.dst = const_cast<void*>(inference.src);
+        CHECK(inference.run() == NK_OK);
+        Call backward(A::backward_v2);
+        backward.diff_residual = const_cast<void*>(backward.diff_dst);
+        CHECK(backward.run() == NK_OK);
+        Call fold(A::fold);
+        fold.folded_weight = const_cast<float*>(fold.weight);
+        fold.folded_bias = const_cast<float*>(fold.bias);
+        CHECK(fold.run() == NK_OK);
+        Call fold_empty(A::fold); // no weights: only the bias is folded
+        fold_empty.weights_per_channel = 0;
+        fold_empty.weight = fold_empty.folded_weight = nullptr;
+        fold_empty.bias = fold_empty.scale = fold_empty.shift = nullptr;
+        CHECK(fold_empty.run() == NK_OK);
+        CHECK_FALSE(all_canary(fold_empty.at(kFoldedBias), kC));
+    }
+    SUBCASE("the _v2 calls without a residual, a diff_residual or the ReLU") {
+        Call training(A::training_v2);
+        training.residual = nullptr;
+        CHECK(training.run() == NK_OK);
+        Call inference(A::inference_v2);
+        inference.d().flags = 0;
+        CHECK(inference.run() == NK_OK);
+        Call backward(A::backward_v2);
+        backward.diff_residual = nullptr;
+        CHECK(backward.run() == NK_OK);
+        Call plain(A::backward_v2);
+        plain.d().flags = 0;
+        plain.fwd_dst = plain.diff_residual = nullptr;
+        CHECK(plain.run() == NK_OK);
     }
     SUBCASE("every known flag") {
         for (Api api : {A::training, A::inference, A::backward}) {

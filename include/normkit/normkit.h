@@ -120,6 +120,12 @@ NK_API nk_status nk_context_set_parallel_for(nk_context* ctx, nk_parallel_for_fn
 /* Backward treats save_mean/save_invstd as constants (frozen statistics):
  * diff_src = diff_dst * scale * invstd. */
 #define NK_BN_USE_GLOBAL_STATS   0x4u
+/* A ReLU fused after the normalization (after the residual add of the _v2 forwards):
+ *   dst = relu(bn(src) [+ residual]),  relu(v) = v < 0 ? +0 : v (NaN stays NaN).
+ * Every forward honours it (training, inference, nk_batch_norm_forward_from_partial).
+ * Backward through it needs the forward's dst: nk_batch_norm_backward_v2 (the v1 backward
+ * and the synchronized backward refuse the flag). */
+#define NK_BN_FUSE_RELU          0x8u
 
 typedef struct nk_batch_norm_desc {
     uint32_t struct_size; /* sizeof(nk_batch_norm_desc); fields are only ever appended */
@@ -169,6 +175,48 @@ NK_API nk_status nk_batch_norm_backward(
     const void* src, const void* diff_dst, const float* scale,
     const float* save_mean, const float* save_invstd,
     void* diff_src, float* diff_scale, float* diff_shift);
+
+/* The forwards with a residual, ResNet's relu(bn(conv(x)) + shortcut) in one pass:
+ *   dst = bn(src) + residual, then the ReLU with NK_BN_FUSE_RELU.
+ * residual: a tensor of src's shape and layout, or NULL (then these are the v1 functions).
+ * In place: dst may equal src or residual; any other overlap is an error. */
+NK_API nk_status nk_batch_norm_forward_training_v2(
+    nk_context* ctx, const nk_batch_norm_desc* desc,
+    const void* src, const void* residual, void* dst, const float* scale, const float* shift,
+    float* running_mean, float* running_var,
+    float* save_mean, float* save_invstd);
+NK_API nk_status nk_batch_norm_forward_inference_v2(
+    nk_context* ctx, const nk_batch_norm_desc* desc,
+    const void* src, const void* residual, void* dst, const float* scale, const float* shift,
+    const float* mean, const float* variance);
+
+/* Backward through a fused forward. With NK_BN_FUSE_RELU, dst is the forward's output
+ * (required) and masks diff_dst: g = dst <= 0 ? 0 : diff_dst (as torch's ReLU backward);
+ * diff_src, diff_scale and diff_shift are nk_batch_norm_backward's with g for diff_dst,
+ * and diff_residual, when not NULL, receives g (the residual's gradient). Without the
+ * flag, dst and diff_residual must be NULL: this is nk_batch_norm_backward.
+ * In place: diff_src or diff_residual (one of them) may equal diff_dst; any other overlap
+ * is an error. */
+NK_API nk_status nk_batch_norm_backward_v2(
+    nk_context* ctx, const nk_batch_norm_desc* desc,
+    const void* src, const void* diff_dst, const void* dst, const float* scale,
+    const float* save_mean, const float* save_invstd,
+    void* diff_src, void* diff_residual, float* diff_scale, float* diff_shift);
+
+/* Folds inference batch norm into the linear or convolution layer before it, whose
+ * weights are output-channel-major (channel c's weights_per_channel values at
+ * c * weights_per_channel: Linear (C, in), Conv (C, in / groups, kh, kw)):
+ *   s[c]                = scale[c] / sqrt(variance[c] + epsilon)
+ *   folded_weight[c, i] = weight[c, i] * s[c]
+ *   folded_bias[c]      = (bias[c] - mean[c]) * s[c] + shift[c]
+ * so that the folded layer computes bn(layer(x)). desc gives C (desc->c) and epsilon; its
+ * layout, n and spatial are not used. bias, scale and shift may be NULL (0, 1, 0). Each
+ * value is computed in double and rounded once. In place: folded_weight may equal weight,
+ * folded_bias may equal bias. */
+NK_API nk_status nk_batch_norm_fold(
+    const nk_batch_norm_desc* desc, const float* mean, const float* variance,
+    const float* scale, const float* shift, int64_t weights_per_channel,
+    const float* weight, const float* bias, float* folded_weight, float* folded_bias);
 
 /* ---- Layer normalization and RMS normalization --------------------------- */
 

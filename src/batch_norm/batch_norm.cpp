@@ -312,6 +312,7 @@ struct CoefArrays {
     float *mean_hi, *a, *b, *k1, *k2;
     bool stream = false;  // the pass writes with non-temporal stores
     bool prefetch = true; // wide rows prefetch their inputs (prefetch_inputs)
+    bool relu = false;    // the forward's fused ReLU (NK_BN_FUSE_RELU)
     explicit CoefArrays(int64_t lanes) : storage(5 * step(lanes) * sizeof(float)) {
         float* p = static_cast<float*>(storage.data()); // 64-byte aligned
         std::fill(p, p + 5 * step(lanes), 0.0f);
@@ -324,7 +325,7 @@ struct CoefArrays {
     CoefArrays(const CoefArrays&) = delete;
     CoefArrays& operator=(const CoefArrays&) = delete;
     ElementwiseCoefs at(int64_t i) const {
-        return {mean_hi + i, a + i, b + i, k1 + i, k2 + i, stream, prefetch};
+        return {mean_hi + i, a + i, b + i, k1 + i, k2 + i, stream, prefetch, relu};
     }
     void repeat_channels(int64_t C, int64_t lanes) {
         for (float* v : {mean_hi, a, b, k1, k2})
@@ -422,25 +423,30 @@ struct StatsReduction {
     }
 };
 
+// p + offset, or null for an absent tensor.
+const float* at(const float* p, int64_t offset) { return p ? p + offset : nullptr; }
+float* at(float* p, int64_t offset) { return p ? p + offset : nullptr; }
+
 struct GradReduction {
     const BatchNormKernelTable& k;
     const float* src;
     const float* diff_dst;
+    const float* mask; // the fused ReLU's dst, or null
     const float* mean;
     float seg_center(const Run&, const PivotSpots&, int64_t c) const { return mean[c]; }
     void rows_centers(int64_t, int64_t, int64_t, int64_t lane0, int64_t lanes, float* center) const {
         std::copy(mean + lane0, mean + lane0 + lanes, center);
     }
     void seg(const Run& r, float center, double* a1, double* a2, bool dbl) const {
-        (dbl ? k.grad_seg_double : k.grad_seg)(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride,
-                                               center, a1, a2);
+        (dbl ? k.grad_seg_double : k.grad_seg)(src + r.offset, diff_dst + r.offset, at(mask, r.offset), r.rows,
+                                               r.len, r.stride, center, a1, a2);
     }
     void rows(const Run& r, const float* center, double* a1, double* a2, bool dbl) const {
-        (dbl ? k.grad_rows_double : k.grad_rows)(src + r.offset, diff_dst + r.offset, r.rows, r.len, r.stride,
-                                                 center, a1, a2);
+        (dbl ? k.grad_rows_double : k.grad_rows)(src + r.offset, diff_dst + r.offset, at(mask, r.offset), r.rows,
+                                                 r.len, r.stride, center, a1, a2);
     }
     void runs(int64_t offset, int64_t runs, int64_t len, const float* center, double* a1, double* a2) const {
-        k.grad_runs(src + offset, diff_dst + offset, runs, len, center, a1, a2);
+        k.grad_runs(src + offset, diff_dst + offset, at(mask, offset), runs, len, center, a1, a2);
     }
     static bool trusted(double count, double s1, double s2) { return grad_sums_trusted(count, s1, s2); }
     bool all_trusted(double count, const double* s1, const double* s2, int64_t lanes) const {
@@ -716,6 +722,50 @@ void fused_lane_groups(const ExecConfig& config, const Geometry& g, int64_t lane
     });
 }
 
+// The forward's element-wise pass over a run: dst = normalized src, plus the residual
+// and through the ReLU when fused.
+struct NormalizePass {
+    const BatchNormKernelTable& k;
+    const float* src;
+    const float* residual; // or null
+    float* dst;
+    void operator()(const Run& r, const ElementwiseCoefs& e, int64_t coef_step) const {
+        k.normalize_seg(src + r.offset, at(residual, r.offset), dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
+    }
+    void operator()(const Run& r, const ElementwiseCoefs& e) const {
+        k.normalize_rows(src + r.offset, at(residual, r.offset), dst + r.offset, r.rows, r.len, r.stride, e);
+    }
+};
+
+// The backward's element-wise pass over a run: diff_src (diff_dst scaled when the
+// statistics are frozen), the ReLU's mask applied and diff_residual written when fused.
+struct DiffSrcPass {
+    const BatchNormKernelTable& k;
+    bool global; // NK_BN_USE_GLOBAL_STATS
+    const float* src;
+    const float* diff_dst;
+    const float* mask; // or null
+    float* diff_src;
+    float* diff_residual; // or null
+    void operator()(const Run& r, const ElementwiseCoefs& e, int64_t coef_step) const {
+        const int64_t o = r.offset;
+        if (global)
+            k.scale_seg(diff_dst + o, at(mask, o), diff_src + o, at(diff_residual, o), r.rows, r.len, r.stride, e,
+                        coef_step);
+        else
+            k.diff_src_seg(src + o, diff_dst + o, at(mask, o), diff_src + o, at(diff_residual, o), r.rows, r.len,
+                           r.stride, e, coef_step);
+    }
+    void operator()(const Run& r, const ElementwiseCoefs& e) const {
+        const int64_t o = r.offset;
+        if (global)
+            k.scale_rows(diff_dst + o, at(mask, o), diff_src + o, at(diff_residual, o), r.rows, r.len, r.stride, e);
+        else
+            k.diff_src_rows(src + o, diff_dst + o, at(mask, o), diff_src + o, at(diff_residual, o), r.rows, r.len,
+                            r.stride, e);
+    }
+};
+
 // Calls f(c0, c1) over all channels in chunks, in parallel when there are many: each
 // channel's epilogue is independent of the others.
 template <class F>
@@ -729,7 +779,7 @@ void for_channels(const ExecConfig& config, int64_t C, F f) {
 } // namespace
 
 void batch_norm_forward_training(const ExecConfig& config, const BatchNormProblem& p,
-                                 const float* src, float* dst, const float* scale,
+                                 const float* src, const float* residual, float* dst, const float* scale,
                                  const float* shift, float* running_mean, float* running_var,
                                  float* save_mean, float* save_invstd) {
     const Geometry g(p);
@@ -737,18 +787,16 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
     const StatsReduction red{k, src};
     Partials parts(g);
     CoefArrays coefs(g.lanes());
-    coefs.stream = stream_outputs(config, g, dst, 2);
-    coefs.prefetch = prefetch_inputs(config, g, 1);
+    const int64_t inputs = residual ? 2 : 1;
+    coefs.stream = stream_outputs(config, g, dst, inputs + 1);
+    coefs.prefetch = prefetch_inputs(config, g, inputs);
+    coefs.relu = (p.flags & NK_BN_FUSE_RELU) != 0;
     const TrainingEpilogue epilogue{parts.view(), p.epsilon,    p.momentum,  p.flags,      scale,
                                     shift,        running_mean, running_var, save_mean,    save_invstd,
                                     coefs.mean_hi, coefs.a,   coefs.b};
     auto finish = [&](int64_t c0, int64_t c1) { k.training_epilogue(epilogue, c0, c1); };
-    auto normalize_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
-        k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
-    };
-    auto normalize_rows = [&](const Run& r, const ElementwiseCoefs& e) {
-        k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
-    };
+    const NormalizePass normalize_run{k, src, residual, dst};
+    const NormalizePass& normalize_rows = normalize_run;
 
     const Choice choice = choose(config, g, 1);
     switch (choice.plan) {
@@ -768,56 +816,55 @@ void batch_norm_forward_training(const ExecConfig& config, const BatchNormProble
 }
 
 void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProblem& p,
-                                  const float* src, float* dst, const float* scale,
+                                  const float* src, const float* residual, float* dst, const float* scale,
                                   const float* shift, const float* mean, const float* variance) {
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
     CoefArrays coefs(g.lanes());
-    coefs.stream = stream_outputs(config, g, dst, 2);
-    coefs.prefetch = prefetch_inputs(config, g, 1);
+    const int64_t inputs = residual ? 2 : 1;
+    coefs.stream = stream_outputs(config, g, dst, inputs + 1);
+    coefs.prefetch = prefetch_inputs(config, g, inputs);
+    coefs.relu = (p.flags & NK_BN_FUSE_RELU) != 0;
     k.inference_epilogue({p.epsilon, mean, variance, scale, shift, coefs.mean_hi, coefs.a, coefs.b}, 0, p.c);
     coefs.repeat_channels(p.c, g.lanes());
-    elementwise_all(
-        config, g, coefs,
-        [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
-            k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
-        },
-        [&](const Run& r, const ElementwiseCoefs& e) {
-            k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
-        });
+    const NormalizePass pass{k, src, residual, dst};
+    elementwise_all(config, g, coefs, pass, pass);
 }
 
 void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, const float* src,
-                         const float* diff_dst, const float* scale, const float* save_mean,
-                         const float* save_invstd, float* diff_src, float* diff_scale,
+                         const float* diff_dst, const float* dst, const float* scale, const float* save_mean,
+                         const float* save_invstd, float* diff_src, float* diff_residual, float* diff_scale,
                          float* diff_shift) {
     const Geometry g(p);
     const BatchNormKernelTable& k = kernels_for(config.isa);
+    if (diff_residual && !diff_src) {
+        // diff_residual without diff_src: the sums (if wanted), then the masked diff_dst
+        // alone, as the frozen-statistics pass with coefficients 1 (g * 1 is g, bit for bit).
+        batch_norm_backward(config, p, src, diff_dst, dst, scale, save_mean, save_invstd, nullptr, nullptr, diff_scale,
+                            diff_shift);
+        CoefArrays ones(g.lanes());
+        std::fill(ones.a, ones.a + CoefArrays::step(g.lanes()), 1.0f);
+        ones.stream = stream_outputs(config, g, diff_residual, 3);
+        ones.prefetch = prefetch_inputs(config, g, 2);
+        const DiffSrcPass pass{k, true, src, diff_dst, dst, diff_residual, nullptr};
+        elementwise_all(config, g, ones, pass, pass);
+        return;
+    }
     const bool global = (p.flags & NK_BN_USE_GLOBAL_STATS) != 0;
     // Sums are needed for diff_scale / diff_shift, and for diff_src unless the statistics are frozen.
     const bool need_sums = diff_scale || diff_shift || (diff_src && !global);
-    const GradReduction red{k, src, diff_dst, save_mean};
+    const GradReduction red{k, src, diff_dst, dst, save_mean};
     Partials parts(g, need_sums);
     CoefArrays coefs(g.lanes());
-    coefs.stream = stream_outputs(config, g, diff_src, global ? 2 : 3);
-    coefs.prefetch = prefetch_inputs(config, g, global ? 1 : 2);
+    const int64_t inputs = (global ? 1 : 2) + (dst ? 1 : 0), outputs = diff_residual ? 2 : 1;
+    coefs.stream = stream_outputs(config, g, diff_src, inputs + outputs);
+    coefs.prefetch = prefetch_inputs(config, g, inputs);
     const BackwardEpilogue epilogue{parts.view(), double(p.n) * double(p.s), need_sums, scale, save_mean,
                                     save_invstd,  diff_scale, diff_shift, coefs.mean_hi, coefs.a,  coefs.k1,
                                     coefs.k2};
     auto finish = [&](int64_t c0, int64_t c1) { k.backward_epilogue(epilogue, c0, c1); };
-    auto seg_run = [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
-        if (global)
-            k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e, coef_step);
-        else
-            k.diff_src_seg(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e,
-                           coef_step);
-    };
-    auto rows_run = [&](const Run& r, const ElementwiseCoefs& e) {
-        if (global)
-            k.scale_rows(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
-        else
-            k.diff_src_rows(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
-    };
+    const DiffSrcPass seg_run{k, global, src, diff_dst, dst, diff_src, diff_residual};
+    const DiffSrcPass& rows_run = seg_run;
 
     const GradReduction* reduce = need_sums ? &red : nullptr;
     const Choice choice = choose(config, g, 2);
@@ -939,7 +986,7 @@ void batch_norm_piece_grad_sums(const ExecConfig& config, const BatchNormProblem
         }
         const Geometry g(sub);
         Partials parts(g);
-        reduce_pieces(config, g, GradReduction{k, src + offset, diff_dst + offset, save_mean}, parts);
+        reduce_pieces(config, g, GradReduction{k, src + offset, diff_dst + offset, nullptr, save_mean}, parts);
         fold_sums(g, parts, q, out);
     });
 }
@@ -969,15 +1016,10 @@ void batch_norm_forward_from_pieces(const ExecConfig& config, const BatchNormPro
     const Geometry g(p);
     coefs.stream = stream_outputs(config, g, dst, 2);
     coefs.prefetch = prefetch_inputs(config, g, 1);
+    coefs.relu = (p.flags & NK_BN_FUSE_RELU) != 0;
     coefs.repeat_channels(p.c, g.lanes());
-    elementwise_all(
-        config, g, coefs,
-        [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
-            k.normalize_seg(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e, coef_step);
-        },
-        [&](const Run& r, const ElementwiseCoefs& e) {
-            k.normalize_rows(src + r.offset, dst + r.offset, r.rows, r.len, r.stride, e);
-        });
+    const NormalizePass pass{k, src, nullptr, dst};
+    elementwise_all(config, g, coefs, pass, pass);
 }
 
 void batch_norm_backward_from_pieces(const ExecConfig& config, const BatchNormProblem& p,
@@ -1001,22 +1043,8 @@ void batch_norm_backward_from_pieces(const ExecConfig& config, const BatchNormPr
     coefs.stream = stream_outputs(config, g, diff_src, global ? 2 : 3);
     coefs.prefetch = prefetch_inputs(config, g, global ? 1 : 2);
     coefs.repeat_channels(p.c, g.lanes());
-    elementwise_all(
-        config, g, coefs,
-        [&](const Run& r, const ElementwiseCoefs& e, int64_t coef_step) {
-            if (global)
-                k.scale_seg(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e, coef_step);
-            else
-                k.diff_src_seg(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride,
-                               e, coef_step);
-        },
-        [&](const Run& r, const ElementwiseCoefs& e) {
-            if (global)
-                k.scale_rows(diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride, e);
-            else
-                k.diff_src_rows(src + r.offset, diff_dst + r.offset, diff_src + r.offset, r.rows, r.len, r.stride,
-                                e);
-        });
+    const DiffSrcPass pass{k, global, src, diff_dst, nullptr, diff_src, nullptr};
+    elementwise_all(config, g, coefs, pass, pass);
 }
 
 } // namespace nk

@@ -16,18 +16,22 @@ struct BatchNormProblem {
     uint32_t flags; // NK_BN_*
 };
 
+// The fusions (NK_BN_FUSE_RELU in p.flags, residual, dst, diff_residual): the forward's
+// dst = relu(bn(src) + residual), the residual and the ReLU each optional; the backward
+// takes that dst (null without the ReLU) to zero diff_dst where dst <= 0 before
+// everything else, and writes the masked diff_dst to diff_residual when it is not null.
 void batch_norm_forward_training(const ExecConfig& config, const BatchNormProblem& p,
-                                 const float* src, float* dst, const float* scale,
+                                 const float* src, const float* residual, float* dst, const float* scale,
                                  const float* shift, float* running_mean, float* running_var,
                                  float* save_mean, float* save_invstd);
 
 void batch_norm_forward_inference(const ExecConfig& config, const BatchNormProblem& p,
-                                  const float* src, float* dst, const float* scale,
+                                  const float* src, const float* residual, float* dst, const float* scale,
                                   const float* shift, const float* mean, const float* variance);
 
 void batch_norm_backward(const ExecConfig& config, const BatchNormProblem& p, const float* src,
-                         const float* diff_dst, const float* scale, const float* save_mean,
-                         const float* save_invstd, float* diff_src, float* diff_scale,
+                         const float* diff_dst, const float* dst, const float* scale, const float* save_mean,
+                         const float* save_invstd, float* diff_src, float* diff_residual, float* diff_scale,
                          float* diff_shift);
 
 
@@ -60,7 +64,7 @@ void batch_norm_merge_moments(const ExecConfig& config, int64_t c, const BatchNo
                               double* m2);
 
 // batch_norm_forward_training with the statistics of `in` (pieces folded in order)
-// instead of src's own. The pieces' total count is more than 1 (validated).
+// instead of src's own (the fused ReLU included; no residual). The pieces' total count is more than 1 (validated).
 void batch_norm_forward_from_pieces(const ExecConfig& config, const BatchNormProblem& p,
                                     const BatchNormPieces& in, const float* src, float* dst,
                                     const float* scale, const float* shift, float* running_mean,

@@ -1,5 +1,5 @@
 // Per-channel work outside the streaming loops (batch_norm_kernel_table.hpp): the rows
-// reductions' pivots and checks, and the epilogues. Templated on an Ops type like the
+// reductions' pivots, and the epilogues. Templated on an Ops type like the
 // kernels. A register of kF32 channels is handled as kH double registers; only IEEE
 // operations in a fixed order, so every ISA produces the bits of the scalar path.
 #pragma once
@@ -80,26 +80,6 @@ struct BatchNormChannelKernels {
             }
             store(center, j, each([&](int h) { return sum.h[h] / Ops::splatd(4.0); }), n);
         }
-    }
-
-    // Whether the float-term sums of every one of `lanes` lanes pass check(count, s1, s2).
-    template <class Check>
-    static bool all_trusted(double count, const double* s1, const double* s2, int64_t lanes, Check check) {
-        for (int64_t j = 0; j < lanes; j += kF32)
-            for (int h = 0; h < kH; ++h) {
-                const int64_t n = std::min(kF32, lanes - j);
-                if (h * kF64 >= n) break;
-                // Past n: sums that pass either check (s1 = 0, s2 = 1, count 1).
-                const f64 a = loadd(s1, j, h, n, 0.0), b = loadd(s2, j, h, n, 1.0);
-                if (!Ops::all(check(Ops::splatd(count), a, b))) return false;
-            }
-        return true;
-    }
-    static bool stats_rows_trusted(double count, const double* s1, const double* s2, int64_t lanes) {
-        return all_trusted(count, s1, s2, lanes, [](f64 c, f64 a, f64 b) { return stats_sums_trusted_mask(c, a, b); });
-    }
-    static bool grad_rows_trusted(double count, const double* s1, const double* s2, int64_t lanes) {
-        return all_trusted(count, s1, s2, lanes, [](f64 c, f64 a, f64 b) { return grad_sums_trusted_mask(c, a, b); });
     }
 
     static void training_epilogue(const TrainingEpilogue& e, int64_t c0, int64_t c1) {

@@ -10,13 +10,12 @@
 // flushed into double sums at fixed points, or (the *_double kernels) terms in double.
 #pragma once
 
+#include "core/run_kernel_table.hpp" // kRowsLanePadding
+
 #include <cstdint>
 
 namespace nk {
 
-// Per-lane arrays of the rows kernels (pivots, accumulators, coefficients) hold at
-// least this many entries past `width`, so whole registers may be read and written.
-constexpr int64_t kRowsLanePadding = 64;
 
 // Coefficients of the element-wise passes:
 //   normalize: dst = (src - mean_hi) * a + b
@@ -37,6 +36,8 @@ struct ElementwiseCoefs {
     // Wide rows: prefetch the inputs 8 KB ahead (for inputs read from the L3 or memory;
     // from the L2 the prefetches only cost). Never changes a result.
     bool prefetch;
+    // Forward: dst = relu(normalized [+ residual]) (NK_BN_FUSE_RELU).
+    bool relu;
 };
 
 // Reductions over the runs of one item into 16 (seg) or `width` (rows) double lanes.
@@ -44,16 +45,18 @@ using StatsSegFn = void (*)(const float* x, int64_t rows, int64_t len, int64_t s
                             double* acc1, double* acc2);
 using StatsRowsFn = void (*)(const float* x, int64_t rows, int64_t width, int64_t stride,
                              const float* pivot, double* acc1, double* acc2);
-using GradSegFn = void (*)(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                           float mean, double* acc1, double* acc2);
-using GradRowsFn = void (*)(const float* x, const float* dy, int64_t rows, int64_t width,
+// Gradient sums take `mask`, the fused ReLU's dst at the offsets of dy (null: no ReLU):
+// dy counts only where mask > 0 (or is NaN).
+using GradSegFn = void (*)(const float* x, const float* dy, const float* mask, int64_t rows, int64_t len,
+                           int64_t stride, float mean, double* acc1, double* acc2);
+using GradRowsFn = void (*)(const float* x, const float* dy, const float* mask, int64_t rows, int64_t width,
                             int64_t stride, const float* mean, double* acc1, double* acc2);
 // Seg reductions over `runs` consecutive runs of `len` values (run q at x + q * len), each
 // with its own pivot or mean [q] and its own 16 lanes at acc + 16 * q.
 using StatsRunsFn = void (*)(const float* x, int64_t runs, int64_t len, const float* pivot, double* acc1,
                              double* acc2);
-using GradRunsFn = void (*)(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
-                            double* acc1, double* acc2);
+using GradRunsFn = void (*)(const float* x, const float* dy, const float* mask, int64_t runs, int64_t len,
+                            const float* mean, double* acc1, double* acc2);
 
 // ---- per-channel epilogues: sums -> coefficients and per-channel outputs ----
 // Each runs over channels [c0, c1) and computes in double, one register of channels at
@@ -117,19 +120,23 @@ struct BatchNormKernelTable {
     GradSegFn grad_seg_double;
     GradRowsFn grad_rows_double;
 
-    // Seg element-wise: run r uses coefficients [r * coef_step].
-    void (*normalize_seg)(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
+    // Seg element-wise: run r uses coefficients [r * coef_step]. The fusions (each pointer
+    // null when not fused, at the offsets of x / dy):
+    //  - normalize: res, a residual added before the ReLU (k.relu);
+    //  - diff_src / scale: mask, the forward's dst (dy zeroed where it is <= 0), and dres,
+    //    diff_residual (the masked dy, written; only with a mask).
+    void (*normalize_seg)(const float* x, const float* res, float* y, int64_t rows, int64_t len, int64_t stride,
                           const ElementwiseCoefs& k, int64_t coef_step);
-    void (*normalize_rows)(const float* x, float* y, int64_t rows, int64_t width,
+    void (*normalize_rows)(const float* x, const float* res, float* y, int64_t rows, int64_t width,
                            int64_t stride, const ElementwiseCoefs& k);
-    void (*diff_src_seg)(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
-                         int64_t stride, const ElementwiseCoefs& k, int64_t coef_step);
-    void (*diff_src_rows)(const float* x, const float* dy, float* dx, int64_t rows,
+    void (*diff_src_seg)(const float* x, const float* dy, const float* mask, float* dx, float* dres, int64_t rows,
+                         int64_t len, int64_t stride, const ElementwiseCoefs& k, int64_t coef_step);
+    void (*diff_src_rows)(const float* x, const float* dy, const float* mask, float* dx, float* dres, int64_t rows,
                           int64_t width, int64_t stride, const ElementwiseCoefs& k);
-    void (*scale_seg)(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
-                      const ElementwiseCoefs& k, int64_t coef_step);
-    void (*scale_rows)(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
-                       const ElementwiseCoefs& k);
+    void (*scale_seg)(const float* dy, const float* mask, float* dx, float* dres, int64_t rows, int64_t len,
+                      int64_t stride, const ElementwiseCoefs& k, int64_t coef_step);
+    void (*scale_rows)(const float* dy, const float* mask, float* dx, float* dres, int64_t rows, int64_t width,
+                       int64_t stride, const ElementwiseCoefs& k);
 
     // Rows reductions, per lane: the pivots of a block of `rows` rows (rows q * rows / 4,
     // q < 4, averaged in double), and whether every lane's float-term sums pass the

@@ -1,8 +1,8 @@
 // Batch-norm kernels, templated on an Ops type (src/core/simd.hpp). Each ISA
 // translation unit (batch_norm_<isa>.cpp) instantiates them once with its own flags.
 //
-// The seg reductions (16 double lanes per run) come from core/run_kernels.hpp; the rows
-// reductions here take one lane per position. A lane sees its values in memory order,
+// The reductions come from core/run_kernels.hpp: seg (16 double lanes per run, with the
+// fused ReLU's mask added here) and rows (one lane per position). A lane sees its values in memory order,
 // and lanes past the data add exactly 0, so the vector width only decides how many lanes
 // move at once: every ISA produces the same sums. Element-wise passes are IEEE float
 // operations in a fixed order, also identical across ISAs.
@@ -36,228 +36,36 @@ struct BatchNormKernels : RunKernels<Ops> {
     using Base::prefetch_ahead;
     using Base::stats_seg;
     using Base::stats_runs;
-    using Base::grad_seg;
-    using Base::grad_runs;
     using Base::stats_seg_double;
-    using Base::grad_seg_double;
     using Base::kRowsAhead;
     using Base::prefetch_strip;
     using Base::load_widen;
-    static constexpr int kTileF32 = 4;             // float registers per rows-reduction tile
-    static constexpr int64_t kTile = kTileF32 * kF32;
-    static constexpr int kTileD = int(kTile / kF64);
-    static_assert(kRowsLanePadding % kTile == 0, "lane arrays are padded to whole tiles");
+    using Base::kTileF32;
+    using Base::kTile;
+    using Base::stats_rows;
+    using Base::grad_rows;
+    using Base::stats_rows_double;
+    using Base::grad_rows_double;
+    // ---- gradient sums; `mask` (null: none) is the fused ReLU's dst: dy counts where mask > 0 ----
 
-    // s[kTile lanes] += widened a.
-    static void flush_tile(const f32* a, f64* s) {
-        f64 w[kTileD];
-        for (int j = 0; j < kTileF32; ++j) widen_into(a[j], w, j);
-        for (int m = 0; m < kTileD; ++m) s[m] = s[m] + w[m];
+    // Seg: core's grad_seg_body, 16 lanes per run.
+    static void grad_seg(const float* x, const float* dy, const float* mask, int64_t rows, int64_t len,
+                         int64_t stride, float mean, double* acc1, double* acc2) {
+        if (mask)
+            Base::template grad_seg_body<std::true_type>(x, dy, nullptr, rows, len, stride, mean, acc1, acc2, false,
+                                                         mask);
+        else
+            Base::grad_seg_body(x, dy, nullptr, rows, len, stride, mean, acc1, acc2);
     }
-
-    // The rows reductions walk one tile of lanes down the rows (prefetching its strip
-    // kRowsAhead rows on), the double sums in registers. Each lane sums its float terms
-    // over blocks of kFlushSteps rows (rows [r0, r1) below) and adds the block partial
-    // to its double sum.
-    template <class IsFull>
-    static void stats_rows_block(IsFull full, const float* x, int64_t r0, int64_t r1, int64_t rows,
-                                 int64_t stride, int64_t n, const float* pivot, f64* s1, f64* s2) {
-        f32 p[kTileF32], a1[kTileF32], a2[kTileF32];
-        for (int j = 0; j < kTileF32; ++j) {
-            p[j] = Ops::load(pivot + j * kF32);
-            a1[j] = a2[j] = Ops::splat(0.0f);
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-            if (r + kRowsAhead < rows) prefetch_strip(x + (r + kRowsAhead) * stride, std::min(n, kTile));
-            const float* xr = x + r * stride;
-            for (int j = 0; j < kTileF32; ++j) {
-                const f32 d = load_register(full, xr, j, n, p[j]) - p[j]; // past the data: 0
-                a1[j] = a1[j] + d;
-                a2[j] = a2[j] + d * d;
-            }
-        }
-        flush_tile(a1, s1);
-        flush_tile(a2, s2);
-    }
-
-    template <class IsFull>
-    static void grad_rows_block(IsFull full, const float* x, const float* dy, int64_t r0, int64_t r1,
-                                int64_t rows, int64_t stride, int64_t n, const float* mean, f64* s1, f64* s2) {
-        const f32 zero = Ops::splat(0.0f);
-        f32 mu[kTileF32], a1[kTileF32], a2[kTileF32];
-        for (int j = 0; j < kTileF32; ++j) {
-            mu[j] = Ops::load(mean + j * kF32);
-            a1[j] = a2[j] = Ops::splat(0.0f);
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-            if (r + kRowsAhead < rows) {
-                prefetch_strip(x + (r + kRowsAhead) * stride, std::min(n, kTile));
-                prefetch_strip(dy + (r + kRowsAhead) * stride, std::min(n, kTile));
-            }
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
-            for (int j = 0; j < kTileF32; ++j) {
-                // Past the data: dy = 0 and x = mean, so the lane adds exactly 0.
-                const f32 g = load_register(full, gr, j, n, zero);
-                a1[j] = a1[j] + g;
-                a2[j] = a2[j] + g * (load_register(full, xr, j, n, mu[j]) - mu[j]);
-            }
-        }
-        flush_tile(a1, s1);
-        flush_tile(a2, s2);
-    }
-
-    // Calls block(full, j0, n, r0, r1, s1, s2) for every tile and block of rows with the
-    // double sums of the tile's lanes.
-    template <class Block>
-    static void rows_blocks(int64_t rows, int64_t width, double* acc1, double* acc2, Block&& block) {
-        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
-            f64 s1[kTileD], s2[kTileD];
-            for (int m = 0; m < kTileD; ++m) {
-                s1[m] = Ops::loadd(acc1 + j0 + m * kF64);
-                s2[m] = Ops::loadd(acc2 + j0 + m * kF64);
-            }
-            const int64_t n = width - j0;
-            for (int64_t r0 = 0; r0 < rows; r0 += kFlushSteps) {
-                if (n >= kTile)
-                    block(Full{}, j0, n, r0, std::min(rows, r0 + kFlushSteps), s1, s2);
-                else
-                    block(Part{}, j0, n, r0, std::min(rows, r0 + kFlushSteps), s1, s2);
-            }
-            for (int m = 0; m < kTileD; ++m) {
-                Ops::stored(acc1 + j0 + m * kF64, s1[m]);
-                Ops::stored(acc2 + j0 + m * kF64, s2[m]);
-            }
-        }
-    }
-
-    // grad_rows on rows of kWideFrom lanes or more goes row by row instead (in chunks of
-    // kWideLanes lanes): a tile walking down rows a kilobyte or more apart read its two
-    // tensors at two thirds of the speed of the same data in order. (Rows of 96-100 lanes
-    // were 10-20% slower row by row; 160 the same.) Each register's float terms are
-    // added to float partials p1, p2 in L1; every kFlushSteps rows the partials are added
-    // to the double sums. A lane adds the same terms in the same order as in the tile
-    // walk: the same sums. (stats_rows reads one tensor, and the partials' loads and
-    // stores made it slower: it keeps the tile walk.)
-    // terms(full, r, l, n, t1, t2) forms the terms of the register at lane l of row r.
-    static constexpr int64_t kWideFrom = 256;
-    static constexpr int64_t kWideLanes = 1024;
-    template <class Terms>
-    [[gnu::always_inline]] static void wide_rows_sums(int64_t rows, int64_t width, double* acc1, double* acc2,
-                                                      Terms&& terms) {
-        alignas(64) float p1[kWideLanes], p2[kWideLanes];
-        auto add_row = [&](auto first, int64_t r, int64_t l0, int64_t w) {
-            for_registers(w, [&](auto full, int64_t i, int64_t n) {
-                f32 t1, t2;
-                terms(full, r, l0 + i, n, t1, t2);
-                // The first row of a block adds to zeros, as a register partial would.
-                const f32 q1 = first ? Ops::splat(0.0f) : Ops::load(p1 + i);
-                const f32 q2 = first ? Ops::splat(0.0f) : Ops::load(p2 + i);
-                Ops::store(p1 + i, q1 + t1);
-                Ops::store(p2 + i, q2 + t2);
-            });
-        };
-        for (int64_t l0 = 0; l0 < width; l0 += kWideLanes) {
-            const int64_t w = std::min(kWideLanes, width - l0);
-            for (int64_t r0 = 0; r0 < rows; r0 += kFlushSteps) {
-                const int64_t r1 = std::min(rows, r0 + kFlushSteps);
-                add_row(std::true_type{}, r0, l0, w);
-                for (int64_t r = r0 + 1; r < r1; ++r) add_row(std::false_type{}, r, l0, w);
-                for (int64_t i = 0; i < w; i += kF32) {
-                    f64 w1[2], w2[2];
-                    widen_into(Ops::load(p1 + i), w1, 0);
-                    widen_into(Ops::load(p2 + i), w2, 0);
-                    for (int m = 0; m < int(kF32 / kF64); ++m) {
-                        double* s1 = acc1 + l0 + i + m * kF64;
-                        double* s2 = acc2 + l0 + i + m * kF64;
-                        Ops::stored(s1, Ops::loadd(s1) + w1[m]);
-                        Ops::stored(s2, Ops::loadd(s2) + w2[m]);
-                    }
-                }
-            }
-        }
-    }
-
-    // Per lane j < width: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
-    // Lane arrays are padded to whole tiles; lanes past width read their own pivot and add 0.
-    static void stats_rows(const float* x, int64_t rows, int64_t width, int64_t stride,
-                           const float* pivot, double* acc1, double* acc2) {
-        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
-                                                     f64* s1, f64* s2) {
-            stats_rows_block(full, x + j0, r0, r1, rows, stride, n, pivot + j0, s1, s2);
-        });
-    }
-
-    // Per lane j < width: acc1[j] += dy, acc2[j] += dy * (x - mean[j]).
-    static void grad_rows(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
+    static void grad_runs(const float* x, const float* dy, const float* mask, int64_t runs, int64_t len,
                           const float* mean, double* acc1, double* acc2) {
-        if (width >= kWideFrom)
-            return wide_rows_sums(rows, width, acc1, acc2, [&](auto full, int64_t r, int64_t l, int64_t n, f32& t1, f32& t2) {
-                const float* xp = x + r * stride + l;
-                const float* gp = dy + r * stride + l;
-                prefetch_ahead(xp);
-                prefetch_ahead(gp);
-                const f32 mu = Ops::load(mean + l);
-                t1 = load(full, gp, n); // past the data: dy = 0 and x = mean, adding 0
-                t2 = t1 * (load_register(full, xp, 0, n, mu) - mu);
-            });
-        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
-                                                     f64* s1, f64* s2) {
-            grad_rows_block(full, x + j0, dy + j0, r0, r1, rows, stride, n, mean + j0, s1, s2);
-        });
+        for (int64_t q = 0; q < runs; ++q)
+            grad_seg(x + q * len, dy + q * len, mask ? mask + q * len : nullptr, 1, len, len, mean[q],
+                     acc1 + q * Base::kLanes, acc2 + q * Base::kLanes);
     }
-
-    // Rows [r0, r1) of a tile with every term in double, added straight to s.
-    template <class IsFull>
-    static void stats_rows_block_double(IsFull full, const float* x, int64_t r0, int64_t r1, int64_t stride,
-                                        int64_t n, const float* pivot, f64* s1, f64* s2) {
-        f64 p[kTileD];
-        for (int j = 0; j < kTileF32; ++j) widen_into(Ops::load(pivot + j * kF32), p, j);
-        for (int64_t r = r0; r < r1; ++r) {
-            f64 v[kTileD];
-            for (int j = 0; j < kTileF32; ++j) // past the data: the lane's pivot, adding 0
-                widen_into(load_register(full, x + r * stride, j, n, Ops::load(pivot + j * kF32)), v, j);
-            for (int m = 0; m < kTileD; ++m) {
-                const f64 d = v[m] - p[m];
-                s1[m] = s1[m] + d;
-                s2[m] = s2[m] + d * d;
-            }
-        }
-    }
-
-    template <class IsFull>
-    static void grad_rows_block_double(IsFull full, const float* x, const float* dy, int64_t r0, int64_t r1,
-                                       int64_t stride, int64_t n, const float* mean, f64* s1, f64* s2) {
-        const f32 zero = Ops::splat(0.0f);
-        f64 mu[kTileD];
-        for (int j = 0; j < kTileF32; ++j) widen_into(Ops::load(mean + j * kF32), mu, j);
-        for (int64_t r = r0; r < r1; ++r) {
-            f64 v[kTileD], g[kTileD];
-            for (int j = 0; j < kTileF32; ++j) { // past the data: dy = 0 and x = mean, adding 0
-                widen_into(load_register(full, x + r * stride, j, n, Ops::load(mean + j * kF32)), v, j);
-                widen_into(load_register(full, dy + r * stride, j, n, zero), g, j);
-            }
-            for (int m = 0; m < kTileD; ++m) {
-                s1[m] = s1[m] + g[m];
-                s2[m] = s2[m] + g[m] * (v[m] - mu[m]);
-            }
-        }
-    }
-
-    static void stats_rows_double(const float* x, int64_t rows, int64_t width, int64_t stride,
-                                  const float* pivot, double* acc1, double* acc2) {
-        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
-                                                 f64* s1, f64* s2) {
-            stats_rows_block_double(full, x + j0, r0, r1, stride, n, pivot + j0, s1, s2);
-        });
-    }
-
-    static void grad_rows_double(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
-                                 const float* mean, double* acc1, double* acc2) {
-        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
-                                                 f64* s1, f64* s2) {
-            grad_rows_block_double(full, x + j0, dy + j0, r0, r1, stride, n, mean + j0, s1, s2);
-        });
+    static void grad_seg_double(const float* x, const float* dy, const float* mask, int64_t rows, int64_t len,
+                                int64_t stride, float mean, double* acc1, double* acc2) {
+        Base::grad_seg_double_body(x, dy, nullptr, rows, len, stride, mean, acc1, acc2, mask);
     }
 
     // ---- element-wise passes: one formula each ----
@@ -275,21 +83,57 @@ struct BatchNormKernels : RunKernels<Ops> {
         return ((dy - k1) - (x - mh) * k2) * a;
     }
 
-    // How an element-wise pass stores: ordinary or non-temporal stores
-    // (ElementwiseCoefs::stream). with_mode calls f(Mode<nt>{}) for the case at hand; f
-    // only forwards to a kernel instantiated for it.
-    template <bool kNt>
+    // How an element-wise pass runs, fixed per call (with_mode calls f(Mode<...>{}) for the
+    // case at hand; f only forwards to a kernel instantiated for it):
+    //  - nt: non-temporal stores (ElementwiseCoefs::stream);
+    //  - relu: the fused ReLU (forward: dst = relu(v); backward: dy zeroed where the
+    //    forward's dst <= 0, read from `mask`);
+    //  - extra: a second tensor at the same offsets (forward: a residual added before the
+    //    ReLU; backward: diff_residual, the masked dy, written).
+    template <bool kNt, bool kRelu = false, bool kExtra = false>
     struct Mode {
-        static constexpr bool nt = kNt;
+        static constexpr bool nt = kNt, relu = kRelu, extra = kExtra;
     };
+    template <bool kNt, bool kRelu, class F>
+    static void with_extra(bool extra, F&& f) {
+        if (extra)
+            f(Mode<kNt, kRelu, true>{});
+        else
+            f(Mode<kNt, kRelu, false>{});
+    }
+    template <bool kNt, class F>
+    static void with_relu(bool relu, bool extra, F&& f) {
+        if (relu)
+            with_extra<kNt, true>(extra, f);
+        else
+            with_extra<kNt, false>(extra, f);
+    }
     template <class F>
-    static void with_mode(const ElementwiseCoefs& k, F&& f) {
+    static void with_mode(const ElementwiseCoefs& k, bool relu, bool extra, F&& f) {
         if (k.stream) {
-            f(Mode<true>{});
+            with_relu<true>(relu, extra, f);
             Ops::stream_fence(); // order the streamed writes before the caller's
         } else {
-            f(Mode<false>{});
+            with_relu<false>(relu, extra, f);
         }
+    }
+
+    // The forward's value v at the position of res: plus the residual, then the ReLU, as
+    // the mode asks.
+    template <class M, class IsFull>
+    static f32 post(M, IsFull full, f32 v, const float* res, int64_t n) {
+        if constexpr (M::extra) v = v + load(full, res, n);
+        if constexpr (M::relu) v = Ops::relu(v);
+        return v;
+    }
+    // The backward's dy at offset `at`: zeroed where the mask is <= 0 (relu), then stored
+    // to dres (extra).
+    template <class M, class IsFull>
+    static f32 grad_in(M m, IsFull full, const float* dy, const float* mask, float* dres, int64_t at, int64_t n) {
+        f32 g = load(full, dy + at, n);
+        if constexpr (M::relu) g = Ops::relu_grad(g, load(full, mask + at, n));
+        if constexpr (M::extra) put(m, full, dres + at, g, n);
+        return g;
     }
 
     // Floats before the first register-aligned address at or after p (0 when p is not
@@ -336,22 +180,28 @@ struct BatchNormKernels : RunKernels<Ops> {
     // Seg: run r takes the coefficients at index r * coef_step (0: one channel; 1:
     // consecutive runs of consecutive channels). Rows: per-lane coefficient arrays
     // (padded, so whole registers may be read).
+    // Forward: res is the residual (read with extra) or x; backward: mask is the forward's
+    // dst (read with relu) or dy, dres is diff_residual (written with extra) or dx. The
+    // stand-ins are never touched: they only keep the offsets off null pointers.
     template <class M>
-    static void normalize_seg_impl(M m, const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
-                                   const ElementwiseCoefs& k, int64_t coef_step) {
+    static void normalize_seg_impl(M m, const float* x, const float* res, float* y, int64_t rows, int64_t len,
+                                   int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
             const f32 mh = Ops::splat(k.mean_hi[c]), a = Ops::splat(k.a[c]), b = Ops::splat(k.b[c]);
             const float* xr = x + r * stride;
+            const float* rr = res + r * stride;
             float* yr = y + r * stride;
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                put(m, full, yr + i, normalize1(load(full, xr + i, n), mh, a, b), n);
+                put(m, full, yr + i, post(m, full, normalize1(load(full, xr + i, n), mh, a, b), rr + i, n), n);
             }, aligned_head(yr));
         }
     }
-    static void normalize_seg(const float* x, float* y, int64_t rows, int64_t len, int64_t stride,
+    static void normalize_seg(const float* x, const float* res, float* y, int64_t rows, int64_t len, int64_t stride,
                               const ElementwiseCoefs& k, int64_t coef_step) {
-        with_mode(k, [&](auto m) { normalize_seg_impl(m, x, y, rows, len, stride, k, coef_step); });
+        with_mode(k, k.relu, res != nullptr, [&](auto m) {
+            normalize_seg_impl(m, x, res ? res : x, y, rows, len, stride, k, coef_step);
+        });
     }
 
     // Narrow rows (shorter than a tile): the coefficients stay in registers while the rows
@@ -407,97 +257,106 @@ struct BatchNormKernels : RunKernels<Ops> {
     }
 
     template <class M>
-    static void normalize_narrow_rows(M m, const float* x, float* y, int64_t rows, int64_t width,
+    static void normalize_narrow_rows(M m, const float* x, const float* res, float* y, int64_t rows, int64_t width,
                                       int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], a[kTileF32], b[kTileF32];
         load_coef_tile(k.mean_hi, width, mh);
         load_coef_tile(k.a, width, a);
         load_coef_tile(k.b, width, b);
         for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            float* yr = y + r * stride;
+            const int64_t at = r * stride;
             for_tile_registers(width, [&](auto full, int j, int64_t n) {
-                put(m, full, yr + j * kF32, normalize1(load(full, xr + j * kF32, n), mh[j], a[j], b[j]), n);
+                const int64_t i = at + j * kF32;
+                put(m, full, y + i, post(m, full, normalize1(load(full, x + i, n), mh[j], a[j], b[j]), res + i, n), n);
             });
         }
     }
     template <class M, int R>
-    static void normalize_held_rows(M m, std::integral_constant<int, R>, const float* x, float* y, int64_t rows,
-                                    int64_t stride, const ElementwiseCoefs& k) {
+    static void normalize_held_rows(M m, std::integral_constant<int, R>, const float* x, const float* res, float* y,
+                                    int64_t rows, int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[R], a[R], b[R];
         for (int j = 0; j < R; ++j) {
             mh[j] = Ops::load(k.mean_hi + j * kF32);
             a[j] = Ops::load(k.a + j * kF32);
             b[j] = Ops::load(k.b + j * kF32);
         }
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            float* yr = y + r * stride;
-            for (int j = 0; j < R; ++j)
-                put(m, Full{}, yr + j * kF32, normalize1(Ops::load(xr + j * kF32), mh[j], a[j], b[j]), kF32);
-        }
+        for (int64_t r = 0; r < rows; ++r)
+            for (int j = 0; j < R; ++j) {
+                const int64_t i = r * stride + j * kF32;
+                put(m, Full{}, y + i, post(m, Full{}, normalize1(Ops::load(x + i), mh[j], a[j], b[j]), res + i, kF32),
+                    kF32);
+            }
     }
     template <class M>
-    static void normalize_wide_rows(M m, const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
-                                    const ElementwiseCoefs& coefs) {
+    static void normalize_wide_rows(M m, const float* x, const float* res, float* y, int64_t rows, int64_t width,
+                                    int64_t stride, const ElementwiseCoefs& coefs) {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
         for_wide_rows(m, y, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
-            const float* xr = x + r * stride;
-            if (k.prefetch) prefetch_ahead(xr + i);
+            const int64_t at = r * stride + i;
+            if (k.prefetch) {
+                prefetch_ahead(x + at);
+                if constexpr (M::extra) prefetch_ahead(res + at);
+            }
             const f32 v =
-                normalize1(load(full, xr + i, n), Ops::load(k.mean_hi + i), Ops::load(k.a + i), Ops::load(k.b + i));
-            put(m, full, y + r * stride + i, v, n);
+                normalize1(load(full, x + at, n), Ops::load(k.mean_hi + i), Ops::load(k.a + i), Ops::load(k.b + i));
+            put(m, full, y + at, post(m, full, v, res + at, n), n);
         });
     }
-    static void normalize_rows(const float* x, float* y, int64_t rows, int64_t width, int64_t stride,
-                               const ElementwiseCoefs& k) {
-        with_mode(k, [&](auto m) {
+    static void normalize_rows(const float* x, const float* res, float* y, int64_t rows, int64_t width,
+                               int64_t stride, const ElementwiseCoefs& k) {
+        const float* r = res ? res : x;
+        with_mode(k, k.relu, res != nullptr, [&](auto m) {
             by_width<3>(
-                width, [&] { normalize_narrow_rows(m, x, y, rows, width, stride, k); },
-                [&](auto regs) { normalize_held_rows(m, regs, x, y, rows, stride, k); },
-                [&] { normalize_wide_rows(m, x, y, rows, width, stride, k); });
+                width, [&] { normalize_narrow_rows(m, x, r, y, rows, width, stride, k); },
+                [&](auto regs) { normalize_held_rows(m, regs, x, r, y, rows, stride, k); },
+                [&] { normalize_wide_rows(m, x, r, y, rows, width, stride, k); });
         });
     }
 
     template <class M>
-    static void diff_src_seg_impl(M m, const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
-                                  int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
+    static void diff_src_seg_impl(M m, const float* x, const float* dy, const float* mask, float* dx, float* dres,
+                                  int64_t rows, int64_t len, int64_t stride, const ElementwiseCoefs& k,
+                                  int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t c = r * coef_step;
             const f32 mh = Ops::splat(k.mean_hi[c]), k1 = Ops::splat(k.k1[c]), k2 = Ops::splat(k.k2[c]),
                       a = Ops::splat(k.a[c]);
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
-            float* dr = dx + r * stride;
+            const int64_t at = r * stride;
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                put(m, full, dr + i, diff_src1(load(full, xr + i, n), load(full, gr + i, n), mh, k1, k2, a), n);
-            }, aligned_head(dr));
+                const f32 g = grad_in(m, full, dy, mask, dres, at + i, n);
+                put(m, full, dx + at + i, diff_src1(load(full, x + at + i, n), g, mh, k1, k2, a), n);
+            }, aligned_head(dx + at));
         }
     }
-    static void diff_src_seg(const float* x, const float* dy, float* dx, int64_t rows, int64_t len,
-                             int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
-        with_mode(k, [&](auto m) { diff_src_seg_impl(m, x, dy, dx, rows, len, stride, k, coef_step); });
+    static void diff_src_seg(const float* x, const float* dy, const float* mask, float* dx, float* dres,
+                             int64_t rows, int64_t len, int64_t stride, const ElementwiseCoefs& k,
+                             int64_t coef_step) {
+        with_mode(k, mask != nullptr, dres != nullptr, [&](auto m) {
+            diff_src_seg_impl(m, x, dy, mask ? mask : dy, dx, dres ? dres : dx, rows, len, stride, k, coef_step);
+        });
     }
 
     template <class M>
-    static void diff_src_wide_rows(M m, const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
-                                   int64_t stride, const ElementwiseCoefs& coefs) {
+    static void diff_src_wide_rows(M m, const float* x, const float* dy, const float* mask, float* dx, float* dres,
+                                   int64_t rows, int64_t width, int64_t stride, const ElementwiseCoefs& coefs) {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
         for_wide_rows(m, dx, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
+            const int64_t at = r * stride + i;
             if (k.prefetch) {
-                prefetch_ahead(xr + i);
-                prefetch_ahead(gr + i);
+                prefetch_ahead(x + at);
+                prefetch_ahead(dy + at);
+                if constexpr (M::relu) prefetch_ahead(mask + at);
             }
-            const f32 v = diff_src1(load(full, xr + i, n), load(full, gr + i, n), Ops::load(k.mean_hi + i),
-                                    Ops::load(k.k1 + i), Ops::load(k.k2 + i), Ops::load(k.a + i));
-            put(m, full, dx + r * stride + i, v, n);
+            const f32 g = grad_in(m, full, dy, mask, dres, at, n);
+            const f32 v = diff_src1(load(full, x + at, n), g, Ops::load(k.mean_hi + i), Ops::load(k.k1 + i),
+                                    Ops::load(k.k2 + i), Ops::load(k.a + i));
+            put(m, full, dx + at, v, n);
         });
     }
     template <class M, int R>
-    static void diff_src_held_rows(M m, std::integral_constant<int, R>, const float* x, const float* dy, float* dx,
-                                   int64_t rows, int64_t stride, const ElementwiseCoefs& k) {
+    static void diff_src_held_rows(M m, std::integral_constant<int, R>, const float* x, const float* dy,
+                                   const float* mask, float* dx, float* dres, int64_t rows, int64_t stride,
+                                   const ElementwiseCoefs& k) {
         f32 mh[R], k1[R], k2[R], a[R];
         for (int j = 0; j < R; ++j) {
             mh[j] = Ops::load(k.mean_hi + j * kF32);
@@ -505,77 +364,78 @@ struct BatchNormKernels : RunKernels<Ops> {
             k2[j] = Ops::load(k.k2 + j * kF32);
             a[j] = Ops::load(k.a + j * kF32);
         }
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
-            float* dr = dx + r * stride;
-            for (int j = 0; j < R; ++j)
-                put(m, Full{}, dr + j * kF32,
-                    diff_src1(Ops::load(xr + j * kF32), Ops::load(gr + j * kF32), mh[j], k1[j], k2[j], a[j]), kF32);
-        }
+        for (int64_t r = 0; r < rows; ++r)
+            for (int j = 0; j < R; ++j) {
+                const int64_t at = r * stride + j * kF32;
+                const f32 g = grad_in(m, Full{}, dy, mask, dres, at, kF32);
+                put(m, Full{}, dx + at, diff_src1(Ops::load(x + at), g, mh[j], k1[j], k2[j], a[j]), kF32);
+            }
     }
     // Narrow rows, as in normalize_narrow_rows.
     template <class M>
-    static void diff_src_narrow_rows(M m, const float* x, const float* dy, float* dx, int64_t rows,
-                                     int64_t width, int64_t stride, const ElementwiseCoefs& k) {
+    static void diff_src_narrow_rows(M m, const float* x, const float* dy, const float* mask, float* dx, float* dres,
+                                     int64_t rows, int64_t width, int64_t stride, const ElementwiseCoefs& k) {
         f32 mh[kTileF32], k1[kTileF32], k2[kTileF32], a[kTileF32];
         load_coef_tile(k.mean_hi, width, mh);
         load_coef_tile(k.k1, width, k1);
         load_coef_tile(k.k2, width, k2);
         load_coef_tile(k.a, width, a);
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * stride;
-            const float* gr = dy + r * stride;
-            float* dr = dx + r * stride;
+        for (int64_t r = 0; r < rows; ++r)
             for_tile_registers(width, [&](auto full, int j, int64_t n) {
-                put(m, full, dr + j * kF32,
-                    diff_src1(load(full, xr + j * kF32, n), load(full, gr + j * kF32, n), mh[j], k1[j], k2[j], a[j]),
-                    n);
+                const int64_t at = r * stride + j * kF32;
+                const f32 g = grad_in(m, full, dy, mask, dres, at, n);
+                put(m, full, dx + at, diff_src1(load(full, x + at, n), g, mh[j], k1[j], k2[j], a[j]), n);
             });
-        }
     }
-    static void diff_src_rows(const float* x, const float* dy, float* dx, int64_t rows, int64_t width,
-                              int64_t stride, const ElementwiseCoefs& k) {
-        with_mode(k, [&](auto m) {
+    static void diff_src_rows(const float* x, const float* dy, const float* mask, float* dx, float* dres,
+                              int64_t rows, int64_t width, int64_t stride, const ElementwiseCoefs& k) {
+        const float* mk = mask ? mask : dy;
+        float* dr = dres ? dres : dx;
+        with_mode(k, mask != nullptr, dres != nullptr, [&](auto m) {
             by_width<4>(
-                width, [&] { diff_src_narrow_rows(m, x, dy, dx, rows, width, stride, k); },
-                [&](auto regs) { diff_src_held_rows(m, regs, x, dy, dx, rows, stride, k); },
-                [&] { diff_src_wide_rows(m, x, dy, dx, rows, width, stride, k); });
+                width, [&] { diff_src_narrow_rows(m, x, dy, mk, dx, dr, rows, width, stride, k); },
+                [&](auto regs) { diff_src_held_rows(m, regs, x, dy, mk, dx, dr, rows, stride, k); },
+                [&] { diff_src_wide_rows(m, x, dy, mk, dx, dr, rows, width, stride, k); });
         });
     }
 
     template <class M>
-    static void scale_seg_impl(M m, const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
-                               const ElementwiseCoefs& k, int64_t coef_step) {
+    static void scale_seg_impl(M m, const float* dy, const float* mask, float* dx, float* dres, int64_t rows,
+                               int64_t len, int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
         for (int64_t r = 0; r < rows; ++r) {
             const f32 a = Ops::splat(k.a[r * coef_step]);
-            const float* gr = dy + r * stride;
-            float* dr = dx + r * stride;
+            const int64_t at = r * stride;
             for_registers(len, [&](auto full, int64_t i, int64_t n) {
-                put(m, full, dr + i, load(full, gr + i, n) * a, n);
-            }, aligned_head(dr));
+                put(m, full, dx + at + i, grad_in(m, full, dy, mask, dres, at + i, n) * a, n);
+            }, aligned_head(dx + at));
         }
     }
-    static void scale_seg(const float* dy, float* dx, int64_t rows, int64_t len, int64_t stride,
-                          const ElementwiseCoefs& k, int64_t coef_step) {
-        with_mode(k, [&](auto m) { scale_seg_impl(m, dy, dx, rows, len, stride, k, coef_step); });
+    static void scale_seg(const float* dy, const float* mask, float* dx, float* dres, int64_t rows, int64_t len,
+                          int64_t stride, const ElementwiseCoefs& k, int64_t coef_step) {
+        with_mode(k, mask != nullptr, dres != nullptr, [&](auto m) {
+            scale_seg_impl(m, dy, mask ? mask : dy, dx, dres ? dres : dx, rows, len, stride, k, coef_step);
+        });
     }
 
     template <class M>
-    static void scale_rows_impl(M m, const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
-                                const ElementwiseCoefs& coefs) {
+    static void scale_rows_impl(M m, const float* dy, const float* mask, float* dx, float* dres, int64_t rows,
+                                int64_t width, int64_t stride, const ElementwiseCoefs& coefs) {
         const ElementwiseCoefs k = coefs; // a local copy: the stores cannot change it
         for_wide_rows(m, dx, rows, width, stride, [&](int64_t r, int64_t i, auto full, int64_t n) {
-            const float* gr = dy + r * stride;
-            if (k.prefetch) prefetch_ahead(gr + i);
-            put(m, full, dx + r * stride + i, load(full, gr + i, n) * Ops::load(k.a + i), n);
+            const int64_t at = r * stride + i;
+            if (k.prefetch) {
+                prefetch_ahead(dy + at);
+                if constexpr (M::relu) prefetch_ahead(mask + at);
+            }
+            put(m, full, dx + at, grad_in(m, full, dy, mask, dres, at, n) * Ops::load(k.a + i), n);
         });
     }
-    static void scale_rows(const float* dy, float* dx, int64_t rows, int64_t width, int64_t stride,
-                           const ElementwiseCoefs& k) {
-        with_mode(k, [&](auto m) { scale_rows_impl(m, dy, dx, rows, width, stride, k); });
+    static void scale_rows(const float* dy, const float* mask, float* dx, float* dres, int64_t rows, int64_t width,
+                           int64_t stride, const ElementwiseCoefs& k) {
+        with_mode(k, mask != nullptr, dres != nullptr, [&](auto m) {
+            scale_rows_impl(m, dy, mask ? mask : dy, dx, dres ? dres : dx, rows, width, stride, k);
+        });
     }
-
     static const BatchNormKernelTable table;
 };
 
@@ -585,8 +445,8 @@ const BatchNormKernelTable BatchNormKernels<Ops>::table = {
     &grad_runs,        &stats_seg_double,
     &stats_rows_double, &grad_seg_double,  &grad_rows_double, &normalize_seg, &normalize_rows,
     &diff_src_seg,     &diff_src_rows,     &scale_seg,     &scale_rows,
-    &BatchNormChannelKernels<Ops>::rows_pivots, &BatchNormChannelKernels<Ops>::stats_rows_trusted,
-    &BatchNormChannelKernels<Ops>::grad_rows_trusted, &BatchNormChannelKernels<Ops>::training_epilogue, &BatchNormChannelKernels<Ops>::backward_epilogue,
+    &BatchNormChannelKernels<Ops>::rows_pivots, &Base::stats_rows_trusted,
+    &Base::grad_rows_trusted, &BatchNormChannelKernels<Ops>::training_epilogue, &BatchNormChannelKernels<Ops>::backward_epilogue,
     &BatchNormChannelKernels<Ops>::inference_epilogue, &BatchNormChannelKernels<Ops>::fold_moments,
 };
 

@@ -11,6 +11,10 @@
 
 namespace nk {
 
+// Per-lane arrays of the rows kernels (pivots, accumulators, coefficients) hold at
+// least this many entries past `width`, so whole registers may be read and written.
+constexpr int64_t kRowsLanePadding = 64;
+
 // Coefficients of diff_runs / diff_lanes, one per run or per lane:
 //   dx = ((dy * w - k1) - (x - mh) * k2) * r
 struct RunCoefs {
@@ -50,6 +54,22 @@ struct RunKernelTable {
                        double* acc1, double* acc2);
     void (*lane_grads)(const float* x, const float* dy, int64_t rows, int64_t width, int64_t stride,
                        const float* mean, double* acc1, double* acc2);
+    // The rows reductions (lane arrays padded by kRowsLanePadding), added to acc: float
+    // terms flushed into double every 8 rows, or (*_double) every term in double.
+    // acc1 += x - pivot[l], acc2 += (x - pivot[l])^2; and acc1 += g, acc2 += g * (x - mean[l])
+    // with g = dy, zeroed where mask <= 0 when mask is given (batch norm's fused ReLU).
+    void (*rows_stats)(const float* x, int64_t rows, int64_t width, int64_t stride, const float* pivot,
+                       double* acc1, double* acc2);
+    void (*rows_stats_double)(const float* x, int64_t rows, int64_t width, int64_t stride, const float* pivot,
+                              double* acc1, double* acc2);
+    void (*rows_grads)(const float* x, const float* dy, const float* mask, int64_t rows, int64_t width,
+                       int64_t stride, const float* mean, double* acc1, double* acc2);
+    void (*rows_grads_double)(const float* x, const float* dy, const float* mask, int64_t rows, int64_t width,
+                              int64_t stride, const float* mean, double* acc1, double* acc2);
+    // Whether every one of `lanes` lanes' float-term sums of `count` values passes the
+    // checks of core/moments.hpp (else the double terms are needed).
+    bool (*rows_stats_trusted)(double count, const double* s1, const double* s2, int64_t lanes);
+    bool (*rows_grads_trusted)(double count, const double* s1, const double* s2, int64_t lanes);
 };
 
 const RunKernelTable& run_kernels_scalar();

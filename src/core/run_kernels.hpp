@@ -9,6 +9,7 @@
 // sums.
 #pragma once
 
+#include "core/moments.hpp"
 #include "core/run_kernel_table.hpp"
 #include "core/simd.hpp"
 
@@ -219,12 +220,15 @@ struct RunKernels {
     }
 
     // acc1 += g, acc2 += g * (x - mean) with g = dy (w null) or dy * w[i] (w: one weight per
-    // position i of a run, the same for every run), 16 lanes per run as in stats_seg.
+    // position i of a run, the same for every run), 16 lanes per run as in stats_seg. With
+    // HasMask, dy is first zeroed where mask <= 0 (Ops::relu_grad: batch norm's fused ReLU,
+    // mask = its dst, at the same offsets as dy).
+    template <class HasMask = std::false_type>
     [[gnu::always_inline]] static void grad_seg_body(const float* x, const float* dy, const float* w, int64_t rows,
                                                      int64_t len, int64_t stride, float mean, double* acc1,
-                                                     double* acc2, bool fresh = false) {
+                                                     double* acc2, bool fresh = false, const float* mask = nullptr) {
         const f32 mu = Ops::splat(mean), zero = Ops::splat(0.0f); // past the data: dy = 0, x - mean = 0
-        const float *xr = x, *gr = dy;
+        const float *xr = x, *gr = dy, *mr = mask;
         seg_sums(
             rows, len, acc1, acc2, fresh,
             [&](int64_t r) {
@@ -232,6 +236,10 @@ struct RunKernels {
                 gr = dy + r * stride;
                 prefetch_run(x, r, rows, len, stride);
                 prefetch_run(dy, r, rows, len, stride);
+                if constexpr (HasMask::value) {
+                    mr = mask + r * stride;
+                    prefetch_run(mask, r, rows, len, stride);
+                }
             },
             [&](auto full, int64_t i, f32* t1, f32* t2) {
                 prefetch_ahead(xr + i);
@@ -239,6 +247,12 @@ struct RunKernels {
                 f32 v[kR];
                 load16(full, xr + i, len - i, mu, v);
                 load16(full, gr + i, len - i, zero, t1);
+                if constexpr (HasMask::value) {
+                    prefetch_ahead(mr + i);
+                    f32 m[kR];
+                    load16(full, mr + i, len - i, zero, m);
+                    for (int j = 0; j < kR; ++j) t1[j] = Ops::relu_grad(t1[j], m[j]);
+                }
                 if (w) {
                     f32 wv[kR];
                     load16(full, w + i, len - i, zero, wv);
@@ -246,10 +260,6 @@ struct RunKernels {
                 }
                 for (int j = 0; j < kR; ++j) t2[j] = t1[j] * (v[j] - mu);
             });
-    }
-    static void grad_seg(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                         float mean, double* acc1, double* acc2) {
-        grad_seg_body(x, dy, nullptr, rows, len, stride, mean, acc1, acc2);
     }
     // grad_seg of one run with weights, and of `runs` consecutive runs of `len` values each
     // with its own mean[q] and 16 lanes: the row reductions of layer and RMS norm backward.
@@ -268,11 +278,6 @@ struct RunKernels {
                                  double* acc2) {
         for (int64_t q = 0; q < runs; ++q)
             stats_seg_body(x + q * len, 1, len, len, pivot[q], acc1 + q * kLanes, acc2 + q * kLanes, true);
-    }
-    static void grad_runs(const float* x, const float* dy, int64_t runs, int64_t len, const float* mean,
-                          double* acc1, double* acc2) {
-        for (int64_t q = 0; q < runs; ++q)
-            grad_seg_body(x + q * len, dy + q * len, nullptr, 1, len, len, mean[q], acc1 + q * kLanes, acc2 + q * kLanes);
     }
     // ---- the same reductions with double terms ----
 
@@ -305,13 +310,14 @@ struct RunKernels {
         }
     }
 
-    static void grad_seg_double(const float* x, const float* dy, int64_t rows, int64_t len, int64_t stride,
-                                float mean, double* acc1, double* acc2) {
-        wgrad_seg_double(x, dy, nullptr, rows, len, stride, mean, acc1, acc2);
-    }
-    // The same with g = dy * w[i] when w is given (each factor widened, the product in double).
+    // grad_seg_body with double terms: g = dy * w[i] when w is given (each factor widened,
+    // the product in double), dy zeroed where mask <= 0 when mask is given.
     static void wgrad_seg_double(const float* x, const float* dy, const float* w, int64_t rows, int64_t len,
                                  int64_t stride, float mean, double* acc1, double* acc2) {
+        grad_seg_double_body(x, dy, w, rows, len, stride, mean, acc1, acc2, nullptr);
+    }
+    static void grad_seg_double_body(const float* x, const float* dy, const float* w, int64_t rows, int64_t len,
+                                     int64_t stride, float mean, double* acc1, double* acc2, const float* mask) {
         f64 s1[kD], s2[kD];
         for (int m = 0; m < kD; ++m) {
             s1[m] = Ops::loadd(acc1 + m * kF64);
@@ -327,7 +333,15 @@ struct RunKernels {
             for (int64_t i = 0; i < len; i += kLanes) {
                 f64 v[kD], g[kD];
                 load_widen<int(kLanes / kF32)>(xr + i, len - i, fill_x, v);
-                load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
+                if (mask) {
+                    // Masked in float, then widened: the terms of the float-term kernel.
+                    f32 gv[kR], mv[kR];
+                    load16(Part{}, gr + i, len - i, zero, gv);
+                    load16(Part{}, mask + r * stride + i, len - i, zero, mv);
+                    for (int j = 0; j < kR; ++j) widen_into(Ops::relu_grad(gv[j], mv[j]), g, j);
+                } else {
+                    load_widen<int(kLanes / kF32)>(gr + i, len - i, fill_dy, g);
+                }
                 if (w) {
                     f64 wv[kD];
                     load_widen<int(kLanes / kF32)>(w + i, len - i, fill_dy, wv);
@@ -343,6 +357,283 @@ struct RunKernels {
             Ops::stored(acc1 + m * kF64, s1[m]);
             Ops::stored(acc2 + m * kF64, s2[m]);
         }
+    }
+
+    // ---- rows reductions: one lane per position of a row ----
+    //
+    // `rows` rows of `width` lanes, `stride` apart: lane j sums the values at position j of
+    // every row, in row order, float terms flushed into its double sums every kFlushSteps
+    // rows (or every term in double: *_double). A lane's sums depend on its own values
+    // alone. Lane arrays (pivot, mean, acc) hold kRowsLanePadding entries past width.
+    static constexpr int kTileF32 = 4;               // float registers per rows-reduction tile
+    static constexpr int64_t kTile = kTileF32 * kF32;
+    static constexpr int kTileD = int(kTile / kF64);
+    static_assert(kRowsLanePadding % kTile == 0, "lane arrays are padded to whole tiles");
+
+    // mask + at, or null without a mask (no arithmetic on a null pointer).
+    template <class HasMask>
+    static const float* mask_at(HasMask, const float* mask, int64_t at) {
+        if constexpr (HasMask::value) return mask + at;
+        return nullptr;
+    }
+    // Register j of dy + at, zeroed where the mask is <= 0 when there is one (HasMask).
+    template <class HasMask, class IsFull>
+    static f32 grad_register(HasMask has_mask, IsFull full, const float* dy, const float* mask, int64_t at, int j,
+                             int64_t n) {
+        const f32 zero = Ops::splat(0.0f);
+        const f32 g = load_register(full, dy + at, j, n, zero);
+        if constexpr (HasMask::value) return Ops::relu_grad(g, load_register(full, mask_at(has_mask, mask, at), j, n, zero));
+        return g;
+    }
+
+    // s[kTile lanes] += widened a.
+    static void flush_tile(const f32* a, f64* s) {
+        f64 w[kTileD];
+        for (int j = 0; j < kTileF32; ++j) widen_into(a[j], w, j);
+        for (int m = 0; m < kTileD; ++m) s[m] = s[m] + w[m];
+    }
+
+    // The rows reductions walk one tile of lanes down the rows (prefetching its strip
+    // kRowsAhead rows on), the double sums in registers. Each lane sums its float terms
+    // over blocks of kFlushSteps rows (rows [r0, r1) below) and adds the block partial
+    // to its double sum.
+    template <class IsFull>
+    static void stats_rows_block(IsFull full, const float* x, int64_t r0, int64_t r1, int64_t rows,
+                                 int64_t stride, int64_t n, const float* pivot, f64* s1, f64* s2) {
+        f32 p[kTileF32], a1[kTileF32], a2[kTileF32];
+        for (int j = 0; j < kTileF32; ++j) {
+            p[j] = Ops::load(pivot + j * kF32);
+            a1[j] = a2[j] = Ops::splat(0.0f);
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            if (r + kRowsAhead < rows) prefetch_strip(x + (r + kRowsAhead) * stride, std::min(n, kTile));
+            const float* xr = x + r * stride;
+            for (int j = 0; j < kTileF32; ++j) {
+                const f32 d = load_register(full, xr, j, n, p[j]) - p[j]; // past the data: 0
+                a1[j] = a1[j] + d;
+                a2[j] = a2[j] + d * d;
+            }
+        }
+        flush_tile(a1, s1);
+        flush_tile(a2, s2);
+    }
+
+    template <class HasMask, class IsFull>
+    static void grad_rows_block(HasMask has_mask, IsFull full, const float* x, const float* dy, const float* mask,
+                                int64_t r0, int64_t r1, int64_t rows, int64_t stride, int64_t n, const float* mean,
+                                f64* s1, f64* s2) {
+        f32 mu[kTileF32], a1[kTileF32], a2[kTileF32];
+        for (int j = 0; j < kTileF32; ++j) {
+            mu[j] = Ops::load(mean + j * kF32);
+            a1[j] = a2[j] = Ops::splat(0.0f);
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            if (r + kRowsAhead < rows) {
+                prefetch_strip(x + (r + kRowsAhead) * stride, std::min(n, kTile));
+                prefetch_strip(dy + (r + kRowsAhead) * stride, std::min(n, kTile));
+                if constexpr (HasMask::value) prefetch_strip(mask_at(has_mask, mask, (r + kRowsAhead) * stride), std::min(n, kTile));
+            }
+            const float* xr = x + r * stride;
+            for (int j = 0; j < kTileF32; ++j) {
+                // Past the data: dy = 0 and x = mean, so the lane adds exactly 0.
+                const f32 g = grad_register(has_mask, full, dy, mask, r * stride, j, n);
+                a1[j] = a1[j] + g;
+                a2[j] = a2[j] + g * (load_register(full, xr, j, n, mu[j]) - mu[j]);
+            }
+        }
+        flush_tile(a1, s1);
+        flush_tile(a2, s2);
+    }
+
+    // Calls block(full, j0, n, r0, r1, s1, s2) for every tile and block of rows with the
+    // double sums of the tile's lanes.
+    template <class Block>
+    static void rows_blocks(int64_t rows, int64_t width, double* acc1, double* acc2, Block&& block) {
+        for (int64_t j0 = 0; j0 < width; j0 += kTile) {
+            f64 s1[kTileD], s2[kTileD];
+            for (int m = 0; m < kTileD; ++m) {
+                s1[m] = Ops::loadd(acc1 + j0 + m * kF64);
+                s2[m] = Ops::loadd(acc2 + j0 + m * kF64);
+            }
+            const int64_t n = width - j0;
+            for (int64_t r0 = 0; r0 < rows; r0 += kFlushSteps) {
+                if (n >= kTile)
+                    block(Full{}, j0, n, r0, std::min(rows, r0 + kFlushSteps), s1, s2);
+                else
+                    block(Part{}, j0, n, r0, std::min(rows, r0 + kFlushSteps), s1, s2);
+            }
+            for (int m = 0; m < kTileD; ++m) {
+                Ops::stored(acc1 + j0 + m * kF64, s1[m]);
+                Ops::stored(acc2 + j0 + m * kF64, s2[m]);
+            }
+        }
+    }
+
+    // grad_rows on rows of kWideFrom lanes or more goes row by row instead (in chunks of
+    // kWideLanes lanes): a tile walking down rows a kilobyte or more apart read its two
+    // tensors at two thirds of the speed of the same data in order. (Rows of 96-100 lanes
+    // were 10-20% slower row by row; 160 the same.) Each register's float terms are
+    // added to float partials p1, p2 in L1; every kFlushSteps rows the partials are added
+    // to the double sums. A lane adds the same terms in the same order as in the tile
+    // walk: the same sums. (stats_rows reads one tensor, and the partials' loads and
+    // stores made it slower: it keeps the tile walk.)
+    // terms(full, r, l, n, t1, t2) forms the terms of the register at lane l of row r.
+    static constexpr int64_t kWideFrom = 256;
+    static constexpr int64_t kWideLanes = 1024;
+    template <class Terms>
+    [[gnu::always_inline]] static void wide_rows_sums(int64_t rows, int64_t width, double* acc1, double* acc2,
+                                                      Terms&& terms) {
+        alignas(64) float p1[kWideLanes], p2[kWideLanes];
+        auto add_row = [&](auto first, int64_t r, int64_t l0, int64_t w) {
+            for_registers(w, [&](auto full, int64_t i, int64_t n) {
+                f32 t1, t2;
+                terms(full, r, l0 + i, n, t1, t2);
+                // The first row of a block adds to zeros, as a register partial would.
+                const f32 q1 = first ? Ops::splat(0.0f) : Ops::load(p1 + i);
+                const f32 q2 = first ? Ops::splat(0.0f) : Ops::load(p2 + i);
+                Ops::store(p1 + i, q1 + t1);
+                Ops::store(p2 + i, q2 + t2);
+            });
+        };
+        for (int64_t l0 = 0; l0 < width; l0 += kWideLanes) {
+            const int64_t w = std::min(kWideLanes, width - l0);
+            for (int64_t r0 = 0; r0 < rows; r0 += kFlushSteps) {
+                const int64_t r1 = std::min(rows, r0 + kFlushSteps);
+                add_row(std::true_type{}, r0, l0, w);
+                for (int64_t r = r0 + 1; r < r1; ++r) add_row(std::false_type{}, r, l0, w);
+                for (int64_t i = 0; i < w; i += kF32) {
+                    f64 w1[2], w2[2];
+                    widen_into(Ops::load(p1 + i), w1, 0);
+                    widen_into(Ops::load(p2 + i), w2, 0);
+                    for (int m = 0; m < int(kF32 / kF64); ++m) {
+                        double* s1 = acc1 + l0 + i + m * kF64;
+                        double* s2 = acc2 + l0 + i + m * kF64;
+                        Ops::stored(s1, Ops::loadd(s1) + w1[m]);
+                        Ops::stored(s2, Ops::loadd(s2) + w2[m]);
+                    }
+                }
+            }
+        }
+    }
+
+    // Per lane j < width: acc1[j] += x - pivot[j], acc2[j] += (x - pivot[j])^2.
+    // Lane arrays are padded to whole tiles; lanes past width read their own pivot and add 0.
+    static void stats_rows(const float* x, int64_t rows, int64_t width, int64_t stride,
+                           const float* pivot, double* acc1, double* acc2) {
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                     f64* s1, f64* s2) {
+            stats_rows_block(full, x + j0, r0, r1, rows, stride, n, pivot + j0, s1, s2);
+        });
+    }
+
+    // Per lane j < width: acc1[j] += dy, acc2[j] += dy * (x - mean[j]).
+    template <class HasMask>
+    static void grad_rows_impl(HasMask has_mask, const float* x, const float* dy, const float* mask, int64_t rows,
+                               int64_t width, int64_t stride, const float* mean, double* acc1, double* acc2) {
+        if (width >= kWideFrom)
+            return wide_rows_sums(rows, width, acc1, acc2, [&](auto full, int64_t r, int64_t l, int64_t n, f32& t1, f32& t2) {
+                const int64_t at = r * stride + l;
+                prefetch_ahead(x + at);
+                prefetch_ahead(dy + at);
+                if constexpr (HasMask::value) prefetch_ahead(mask_at(has_mask, mask, at));
+                const f32 mu = Ops::load(mean + l);
+                t1 = grad_register(has_mask, full, dy, mask, at, 0, n); // past the data: dy = 0, x = mean
+                t2 = t1 * (load_register(full, x + at, 0, n, mu) - mu);
+            });
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                     f64* s1, f64* s2) {
+            grad_rows_block(has_mask, full, x + j0, dy + j0, mask_at(has_mask, mask, j0), r0, r1, rows, stride, n, mean + j0, s1, s2);
+        });
+    }
+    static void grad_rows(const float* x, const float* dy, const float* mask, int64_t rows, int64_t width,
+                          int64_t stride, const float* mean, double* acc1, double* acc2) {
+        if (mask)
+            grad_rows_impl(std::true_type{}, x, dy, mask, rows, width, stride, mean, acc1, acc2);
+        else
+            grad_rows_impl(std::false_type{}, x, dy, mask, rows, width, stride, mean, acc1, acc2);
+    }
+
+    // Rows [r0, r1) of a tile with every term in double, added straight to s.
+    template <class IsFull>
+    static void stats_rows_block_double(IsFull full, const float* x, int64_t r0, int64_t r1, int64_t stride,
+                                        int64_t n, const float* pivot, f64* s1, f64* s2) {
+        f64 p[kTileD];
+        for (int j = 0; j < kTileF32; ++j) widen_into(Ops::load(pivot + j * kF32), p, j);
+        for (int64_t r = r0; r < r1; ++r) {
+            f64 v[kTileD];
+            for (int j = 0; j < kTileF32; ++j) // past the data: the lane's pivot, adding 0
+                widen_into(load_register(full, x + r * stride, j, n, Ops::load(pivot + j * kF32)), v, j);
+            for (int m = 0; m < kTileD; ++m) {
+                const f64 d = v[m] - p[m];
+                s1[m] = s1[m] + d;
+                s2[m] = s2[m] + d * d;
+            }
+        }
+    }
+
+    template <class IsFull>
+    static void grad_rows_block_double(IsFull full, const float* x, const float* dy, const float* mask, int64_t r0,
+                                       int64_t r1, int64_t stride, int64_t n, const float* mean, f64* s1, f64* s2) {
+        f64 mu[kTileD];
+        for (int j = 0; j < kTileF32; ++j) widen_into(Ops::load(mean + j * kF32), mu, j);
+        for (int64_t r = r0; r < r1; ++r) {
+            f64 v[kTileD], g[kTileD];
+            for (int j = 0; j < kTileF32; ++j) { // past the data: dy = 0 and x = mean, adding 0
+                widen_into(load_register(full, x + r * stride, j, n, Ops::load(mean + j * kF32)), v, j);
+                const f32 gv = mask ? grad_register(std::true_type{}, full, dy, mask, r * stride, j, n)
+                                    : grad_register(std::false_type{}, full, dy, mask, r * stride, j, n);
+                widen_into(gv, g, j);
+            }
+            for (int m = 0; m < kTileD; ++m) {
+                s1[m] = s1[m] + g[m];
+                s2[m] = s2[m] + g[m] * (v[m] - mu[m]);
+            }
+        }
+    }
+
+    static void stats_rows_double(const float* x, int64_t rows, int64_t width, int64_t stride,
+                                  const float* pivot, double* acc1, double* acc2) {
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                 f64* s1, f64* s2) {
+            stats_rows_block_double(full, x + j0, r0, r1, stride, n, pivot + j0, s1, s2);
+        });
+    }
+
+    static void grad_rows_double(const float* x, const float* dy, const float* mask, int64_t rows, int64_t width,
+                                 int64_t stride, const float* mean, double* acc1, double* acc2) {
+        rows_blocks(rows, width, acc1, acc2, [&](auto full, int64_t j0, int64_t n, int64_t r0, int64_t r1,
+                                                 f64* s1, f64* s2) {
+            grad_rows_block_double(full, x + j0, dy + j0, mask ? mask + j0 : nullptr, r0, r1, stride, n, mean + j0,
+                                   s1, s2);
+        });
+    }
+
+    // Double register j of the lanes at p + c (n of them valid): `fill` past n, which it
+    // never reads.
+    static f64 lane_loadd(const double* p, int64_t c, int j, int64_t n, double fill) {
+        const int64_t valid = n - j * kF64;
+        if (valid >= kF64) return Ops::loadd(p + c + j * kF64);
+        return valid > 0 ? Ops::loadd_n(p + c + j * kF64, valid, Ops::splatd(fill)) : Ops::splatd(fill);
+    }
+
+    // Whether the float-term sums of every one of `lanes` lanes pass check(count, s1, s2).
+    template <class Check>
+    static bool all_trusted(double count, const double* s1, const double* s2, int64_t lanes, Check check) {
+        for (int64_t j = 0; j < lanes; j += kF32)
+            for (int h = 0; h < int(kF32 / kF64); ++h) {
+                const int64_t n = std::min(kF32, lanes - j);
+                if (h * kF64 >= n) break;
+                // Past n: sums that pass either check (s1 = 0, s2 = 1, count 1).
+                const f64 a = lane_loadd(s1, j, h, n, 0.0), b = lane_loadd(s2, j, h, n, 1.0);
+                if (!Ops::all(check(Ops::splatd(count), a, b))) return false;
+            }
+        return true;
+    }
+    static bool stats_rows_trusted(double count, const double* s1, const double* s2, int64_t lanes) {
+        return all_trusted(count, s1, s2, lanes, [](f64 c, f64 a, f64 b) { return stats_sums_trusted_mask(c, a, b); });
+    }
+    static bool grad_rows_trusted(double count, const double* s1, const double* s2, int64_t lanes) {
+        return all_trusted(count, s1, s2, lanes, [](f64 c, f64 a, f64 b) { return grad_sums_trusted_mask(c, a, b); });
     }
 
     // ---- element-wise passes over runs (one coefficient each) and lanes (per-lane arrays) ----
@@ -476,6 +767,7 @@ template <class Ops>
 const RunKernelTable RunKernels<Ops>::table = {
     &stats_seg,   &stats_seg_double, &stats_runs_fresh, &wgrad_seg,  &wgrad_seg_double, &wgrad_runs_fresh,
     &affine_runs, &diff_runs,        &affine_lanes, &diff_lanes, &lane_stats,       &lane_grads,
+    &stats_rows,  &stats_rows_double, &grad_rows,   &grad_rows_double, &stats_rows_trusted, &grad_rows_trusted,
 };
 
 } // namespace nk

@@ -40,6 +40,11 @@ struct ScalarOps {
     static void store_n(float* p, f32 v, int64_t) { *p = v; }
     static void stream(float* p, f32 v) { *p = v; } // no streaming store for one float
     static void stream_fence() {}
+    // ReLU and its gradient mask (the batch-norm fusions): v < 0 gives +0, anything else
+    // (NaN, -0 included) stays; g where dst <= 0 gives 0, anything else (NaN dst included)
+    // keeps g, as torch.nn.functional.relu and its backward do.
+    static f32 relu(f32 v) { return v < 0.0f ? 0.0f : v; }
+    static f32 relu_grad(f32 g, f32 dst) { return dst <= 0.0f ? 0.0f : g; }
 };
 
 #if defined(NK_SIMD_XSIMD)
@@ -151,6 +156,9 @@ struct XsimdOps {
     // Non-temporal store of a whole register to an address aligned to its size.
     static void stream(float* p, f32 v) { stream_f32(Arch{}, p, v); }
     static void stream_fence() { _mm_sfence(); }
+    // As ScalarOps::relu and relu_grad, lane by lane.
+    static f32 relu(f32 v) { return xsimd::select(v < f32(0.0f), f32(0.0f), v); }
+    static f32 relu_grad(f32 g, f32 dst) { return xsimd::select(dst <= f32(0.0f), f32(0.0f), g); }
 };
 
 #endif // NK_SIMD_XSIMD

@@ -437,6 +437,48 @@ static void test_batch_norm_sync(void) {
     CHECK(all_close);
 }
 
+/* The fusions: relu(bn(x) + residual) in one call, backward masked by its dst, and the
+ * fold of inference batch norm into a linear layer's weights. */
+static void test_batch_norm_fused(void) {
+    enum { FC = 2, FN = 6 };
+    float src[FN * FC], residual[FN * FC], dst[FN * FC], dy[FN * FC], dx[FN * FC], dres[FN * FC];
+    float mean[FC] = {0.5f, -1.0f}, variance[FC] = {4.0f, 0.25f}, save_mean[FC], save_invstd[FC];
+    float weight[FC * 3] = {1, 2, 3, -1, 0.5f, 4}, bias[FC] = {0.25f, -2}, fw[FC * 3], fb[FC];
+    nk_batch_norm_desc desc;
+    int i, c, ok = 1;
+    for (i = 0; i < FN * FC; ++i) {
+        src[i] = (float)(i % 5) - 2.0f;
+        residual[i] = 0.5f * (float)(i % 3) - 0.5f;
+        dy[i] = (float)(i % 4) - 1.5f;
+    }
+    CHECK(nk_batch_norm_desc_init(&desc, NK_LAYOUT_NSC, FN, FC, 1) == NK_OK);
+    desc.flags = NK_BN_FUSE_RELU;
+    CHECK(nk_batch_norm_forward_inference_v2(NULL, &desc, src, residual, dst, NULL, NULL, mean, variance) == NK_OK);
+    for (i = 0; i < FN * FC; ++i) {
+        const double v = (src[i] - mean[i % FC]) / sqrt(variance[i % FC] + 1e-5) + residual[i];
+        ok &= close_to(dst[i], v < 0 ? 0 : v, 1e-5);
+    }
+    CHECK(ok);
+    CHECK(nk_batch_norm_forward_training_v2(NULL, &desc, src, residual, dst, NULL, NULL, NULL, NULL, save_mean,
+                                            save_invstd) == NK_OK);
+    CHECK(nk_batch_norm_backward_v2(NULL, &desc, src, dy, dst, NULL, save_mean, save_invstd, dx, dres, NULL, NULL) ==
+          NK_OK);
+    for (i = 0; i < FN * FC; ++i) ok &= dres[i] == (dst[i] <= 0 ? 0.0f : dy[i]);
+    CHECK(ok);
+    /* The v1 backward has no dst to mask with. */
+    CHECK(nk_batch_norm_backward(NULL, &desc, src, dy, NULL, save_mean, save_invstd, dx, NULL, NULL) ==
+          NK_ERROR_INVALID_ARGUMENT);
+    CHECK(message_names("nk_batch_norm_backward_v2"));
+
+    CHECK(nk_batch_norm_fold(&desc, mean, variance, NULL, NULL, 3, weight, bias, fw, fb) == NK_OK);
+    for (c = 0; c < FC; ++c) {
+        const double s = 1.0 / sqrt(variance[c] + 1e-5);
+        ok &= close_to(fb[c], (bias[c] - mean[c]) * s, 1e-6);
+        for (i = 0; i < 3; ++i) ok &= close_to(fw[c * 3 + i], weight[c * 3 + i] * s, 1e-6);
+    }
+    CHECK(ok);
+}
+
 int main(void) {
     test_version_and_status();
     test_desc_layout();
@@ -446,6 +488,7 @@ int main(void) {
     test_group_norm();
     test_parallel_for();
     test_batch_norm_sync();
+    test_batch_norm_fused();
     printf("normkit %u from C99: %d passed, %d failed\n", (unsigned)nk_version(), g_passed, g_failed);
     return g_failed != 0;
 }

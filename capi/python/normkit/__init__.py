@@ -12,7 +12,8 @@ from ._context import Context, Isa, default_isa
 from ._library import Error, Status
 from ._library import path as library_path
 from ._library import version as library_version
-from .batch_norm import (BackwardResult, Layout, TrainingResult, batch_norm_backward,
+from .batch_norm import (BackwardResult, FoldResult, Layout, ReluBackwardResult, TrainingResult,
+                         batch_norm_backward, batch_norm_backward_relu, batch_norm_fold,
                          batch_norm_forward_inference, batch_norm_forward_training)
 from .group_norm import GroupNormBackwardResult, GroupNormResult, group_norm_backward, group_norm_forward
 from .sync_batch_norm import (batch_norm_backward_from_reduced, batch_norm_backward_reduce,
@@ -23,9 +24,9 @@ from .layer_norm import (LayerNormBackwardResult, LayerNormResult, RmsNormBackwa
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackwardResult", "Context", "Error", "GroupNormBackwardResult", "GroupNormResult", "Isa",
+    "BackwardResult", "Context", "Error", "FoldResult", "ReluBackwardResult", "GroupNormBackwardResult", "GroupNormResult", "Isa",
     "LayerNormBackwardResult", "LayerNormResult", "Layout", "RmsNormBackwardResult", "RmsNormResult", "Status",
-    "TrainingResult", "batch_norm_backward", "batch_norm_backward_from_reduced", "batch_norm_backward_reduce",
+    "TrainingResult", "batch_norm_backward", "batch_norm_backward_relu", "batch_norm_fold", "batch_norm_backward_from_reduced", "batch_norm_backward_reduce",
     "batch_norm_forward_from_partial", "batch_norm_forward_inference", "batch_norm_forward_training",
     "batch_norm_merge_partials", "batch_norm_stats",
     "default_isa", "group_norm_backward", "group_norm_forward", "layer_norm_backward", "layer_norm_forward",

@@ -122,6 +122,15 @@ PROTOTYPES = {
     "nk_batch_norm_forward_inference": (_status, (_ctx, POINTER(BatchNormDesc)) + (_ptr,) * 6),
     # ctx, desc, src, diff_dst, scale, save_mean, save_invstd, diff_src, diff_scale, diff_shift
     "nk_batch_norm_backward": (_status, (_ctx, POINTER(BatchNormDesc)) + (_ptr,) * 8),
+    # ctx, desc, src, residual, dst, scale, shift, running_mean, running_var, save_mean, save_invstd
+    "nk_batch_norm_forward_training_v2": (_status, (_ctx, POINTER(BatchNormDesc)) + (_ptr,) * 9),
+    # ctx, desc, src, residual, dst, scale, shift, mean, variance
+    "nk_batch_norm_forward_inference_v2": (_status, (_ctx, POINTER(BatchNormDesc)) + (_ptr,) * 7),
+    # ctx, desc, src, diff_dst, dst, scale, save_mean, save_invstd, diff_src, diff_residual,
+    # diff_scale, diff_shift
+    "nk_batch_norm_backward_v2": (_status, (_ctx, POINTER(BatchNormDesc)) + (_ptr,) * 10),
+    # desc, mean, variance, scale, shift, weights_per_channel, weight, bias, folded_weight, folded_bias
+    "nk_batch_norm_fold": (_status, (POINTER(BatchNormDesc),) + (_ptr,) * 4 + (c_int64,) + (_ptr,) * 4),
     "nk_layer_norm_desc_init": (_status, (POINTER(LayerNormDesc), c_int64, c_int64)),
     # ctx, desc, src, residual, sum, dst, scale, shift, save_mean, save_invstd
     "nk_layer_norm_forward": (_status, (_ctx, POINTER(LayerNormDesc)) + (_ptr,) * 8),

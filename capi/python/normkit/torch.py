@@ -1,5 +1,6 @@
 """PyTorch modules computing with normkit: drop-in BatchNorm1d, BatchNorm2d, BatchNorm3d,
-LayerNorm, RMSNorm, GroupNorm, InstanceNorm1d, InstanceNorm2d and InstanceNorm3d.
+LayerNorm, RMSNorm, GroupNorm, InstanceNorm1d, InstanceNorm2d and InstanceNorm3d; the
+fused BatchNormReLU1d/2d/3d (relu(bn(x) + residual) in one pass), and fold_batch_norm.
 
 Each subclasses its torch.nn counterpart: the same constructor arguments, parameters,
 buffers and state_dict keys, and isinstance(m, torch.nn.BatchNorm2d) holds; only
@@ -31,7 +32,8 @@ from . import group_norm as _gn
 from . import layer_norm as _ln
 from ._context import Context
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormReLU1d", "BatchNormReLU2d", "BatchNormReLU3d",
+           "GroupNorm", "fold_batch_norm", "InstanceNorm1d", "InstanceNorm2d",
            "InstanceNorm3d", "LayerNorm", "RMSNorm"]
 
 
@@ -51,11 +53,18 @@ def _from_normkit_tensor(view, layout):
 
 
 class _BatchNormFunction(torch.autograd.Function):
+    """Batch norm of input, plus residual (or None) and through a ReLU when relu."""
+
     @staticmethod
-    def forward(ctx, input, weight, bias, running_mean, running_var, use_batch_stats, momentum, eps,
-                context):
+    def forward(ctx, input, residual, weight, bias, running_mean, running_var, use_batch_stats, momentum, eps,
+                relu, context):
         # DLPack refuses tensors that require grad; autograd is this Function's business.
         src, layout = _as_normkit_tensor(input.detach())
+        res = None
+        if residual is not None:
+            # The residual is read in src's layout.
+            res = residual.detach().movedim(1, -1) if layout == _bn.Layout.NSC else residual.detach()
+            res = res.contiguous()
         scale = None if weight is None else weight.detach()
         shift = None if bias is None else bias.detach()
         dst = torch.empty_like(src)
@@ -63,39 +72,53 @@ class _BatchNormFunction(torch.autograd.Function):
         if use_batch_stats:
             save_mean = torch.empty(channels, dtype=torch.float32)
             save_invstd = torch.empty(channels, dtype=torch.float32)
-            _bn.batch_norm_forward_training(src, scale, shift, running_mean, running_var, layout=layout,
-                                            epsilon=eps, momentum=momentum,
+            _bn.batch_norm_forward_training(src, scale, shift, running_mean, running_var, residual=res, relu=relu,
+                                            layout=layout, epsilon=eps, momentum=momentum,
                                             out=(dst, save_mean, save_invstd), context=context)
         else:
-            _bn.batch_norm_forward_inference(src, running_mean, running_var, scale, shift, layout=layout,
-                                             epsilon=eps, out=dst, context=context)
+            _bn.batch_norm_forward_inference(src, running_mean, running_var, scale, shift, residual=res, relu=relu,
+                                             layout=layout, epsilon=eps, out=dst, context=context)
             # Backward of inference holds the running statistics constant.
             save_mean = running_mean.detach().clone()
             save_invstd = torch.rsqrt(running_var.detach().double() + eps).float()
-        ctx.save_for_backward(src, scale, save_mean, save_invstd)
-        ctx.layout, ctx.use_batch_stats, ctx.context = layout, use_batch_stats, context
+        # The ReLU's backward masks by dst: kept only when there is a ReLU.
+        ctx.save_for_backward(src, scale, save_mean, save_invstd, dst if relu else None)
+        ctx.layout, ctx.use_batch_stats, ctx.relu, ctx.context = layout, use_batch_stats, relu, context
         return _from_normkit_tensor(dst, layout)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        src, scale, save_mean, save_invstd = ctx.saved_tensors
+        src, scale, save_mean, save_invstd, dst = ctx.saved_tensors
         # The gradient comes in whatever memory format autograd chose; normkit reads it
         # in src's layout.
         grad = grad_output.movedim(1, -1) if ctx.layout == _bn.Layout.NSC else grad_output
         grad = grad.contiguous()
-        needed = ctx.needs_input_grad[:3]
-        need_src, need_weight, need_bias = needed
-        outputs = [name for name, need in zip(_bn.BackwardResult._fields, needed) if need]
+        need_src, need_residual, need_weight, need_bias = ctx.needs_input_grad[:4]
         diff_src = torch.empty_like(src) if need_src else None
+        diff_residual = None
         diff_scale = torch.empty_like(save_mean) if need_weight else None
         diff_shift = torch.empty_like(save_mean) if need_bias else None
-        _bn.batch_norm_backward(src, grad, save_mean, save_invstd, scale, layout=ctx.layout,
-                                use_global_stats=not ctx.use_batch_stats, outputs=outputs,
-                                out=(diff_src, diff_scale, diff_shift), context=ctx.context)
+        if ctx.relu:
+            diff_residual = torch.empty_like(src) if need_residual else None
+            needed = (need_src, need_residual, need_weight, need_bias)
+            outputs = [name for name, need in zip(_bn.ReluBackwardResult._fields, needed) if need]
+            _bn.batch_norm_backward_relu(src, grad, dst.detach(), save_mean, save_invstd, scale, layout=ctx.layout,
+                                         use_global_stats=not ctx.use_batch_stats, outputs=outputs,
+                                         out=(diff_src, diff_residual, diff_scale, diff_shift), context=ctx.context)
+        else:
+            if need_residual:
+                diff_residual = grad  # the add's gradient is the output's
+            needed = (need_src, need_weight, need_bias)
+            outputs = [name for name, need in zip(_bn.BackwardResult._fields, needed) if need]
+            _bn.batch_norm_backward(src, grad, save_mean, save_invstd, scale, layout=ctx.layout,
+                                    use_global_stats=not ctx.use_batch_stats, outputs=outputs,
+                                    out=(diff_src, diff_scale, diff_shift), context=ctx.context)
         if diff_src is not None:
             diff_src = _from_normkit_tensor(diff_src, ctx.layout)
-        return diff_src, diff_scale, diff_shift, None, None, None, None, None, None
+        if diff_residual is not None:
+            diff_residual = _from_normkit_tensor(diff_residual, ctx.layout)
+        return diff_src, diff_residual, diff_scale, diff_shift, None, None, None, None, None, None, None
 
 
 class _NormkitModule:
@@ -117,9 +140,14 @@ class _NormkitModule:
 class _NormkitBatchNorm(_NormkitModule):
     """forward() of torch's _BatchNorm, with normkit doing the arithmetic."""
 
-    def forward(self, input):
+    _relu = False  # the BatchNormReLU modules fuse a ReLU
+
+    def forward(self, input, residual=None):
         self._check_input_dim(input)
-        self._check_float32_cpu(("input", input), ("weight", self.weight), ("running_mean", self.running_mean))
+        self._check_float32_cpu(("input", input), ("weight", self.weight), ("running_mean", self.running_mean),
+                                ("residual", residual))
+        if residual is not None and residual.shape != input.shape:
+            raise ValueError(f"residual has shape {tuple(residual.shape)}, input {tuple(input.shape)}")
         # torch's own rules: which statistics normalize, which running statistics move, by how much.
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -130,12 +158,13 @@ class _NormkitBatchNorm(_NormkitModule):
         track = not self.training or self.track_running_stats
         running_mean = self.running_mean if track else None
         running_var = self.running_var if track else None
-        return _BatchNormFunction.apply(input, self.weight, self.bias, running_mean, running_var,
-                                        use_batch_stats, momentum, self.eps, self.context)
+        return _BatchNormFunction.apply(input, residual, self.weight, self.bias, running_mean, running_var,
+                                        use_batch_stats, momentum, self.eps, self._relu, self.context)
 
 
 class BatchNorm1d(_NormkitBatchNorm, torch.nn.BatchNorm1d):
-    """torch.nn.BatchNorm1d on normkit: input (N, C) or (N, C, L)."""
+    """torch.nn.BatchNorm1d on normkit: input (N, C) or (N, C, L). forward(input,
+    residual=None) adds residual (input's shape) to the output in the same pass."""
 
 
 class BatchNorm2d(_NormkitBatchNorm, torch.nn.BatchNorm2d):
@@ -144,6 +173,49 @@ class BatchNorm2d(_NormkitBatchNorm, torch.nn.BatchNorm2d):
 
 class BatchNorm3d(_NormkitBatchNorm, torch.nn.BatchNorm3d):
     """torch.nn.BatchNorm3d on normkit: input (N, C, D, H, W), contiguous or channels_last_3d."""
+
+
+class BatchNormReLU1d(BatchNorm1d):
+    """BatchNorm1d then a ReLU, one normkit pass: forward(input, residual=None) is
+    relu(bn(input) + residual), and backward one pass too (the mask from the output)."""
+
+    _relu = True
+
+
+class BatchNormReLU2d(BatchNorm2d):
+    """BatchNorm2d then a ReLU in one pass; forward(input, residual=None) as BatchNormReLU1d."""
+
+    _relu = True
+
+
+class BatchNormReLU3d(BatchNorm3d):
+    """BatchNorm3d then a ReLU in one pass; forward(input, residual=None) as BatchNormReLU1d."""
+
+    _relu = True
+
+
+@torch.no_grad()
+def fold_batch_norm(layer, bn):
+    """Folds bn's inference statistics and affine into layer (a torch.nn.Linear or ConvNd
+    before it, weights output channel first), in place; returns layer, which then computes
+    bn(layer(x)) in eval mode. A layer without a bias gets one."""
+    if bn.running_mean is None:
+        raise ValueError("bn tracks no running statistics: there is nothing to fold")
+    weight = layer.weight
+    if weight.shape[0] != bn.num_features:
+        raise ValueError(f"layer has {weight.shape[0]} output channels, bn {bn.num_features} features")
+    scale = None if bn.weight is None else bn.weight.detach().contiguous()
+    shift = None if bn.bias is None else bn.bias.detach().contiguous()
+    bias = layer.bias
+    if bias is None:
+        bias = torch.nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype))
+    w = weight.detach().contiguous()
+    b = bias.detach().contiguous()
+    _bn.batch_norm_fold(bn.running_mean, bn.running_var, w, b, scale, shift, epsilon=bn.eps, out=(w, b))
+    weight.copy_(w)
+    bias.copy_(b)
+    layer.bias = bias
+    return layer
 
 
 class _RowNormFunction(torch.autograd.Function):
@@ -363,8 +435,8 @@ class _NormkitInstanceNorm(_NormkitModule):
                              f"num_features {self.num_features}")
         if self.track_running_stats and not self.training:
             # Every instance normalized with the same per-channel statistics: batch norm's inference.
-            return _BatchNormFunction.apply(input, self.weight, self.bias, self.running_mean, self.running_var,
-                                            False, 0.0, self.eps, self.context)
+            return _BatchNormFunction.apply(input, None, self.weight, self.bias, self.running_mean, self.running_var,
+                                            False, 0.0, self.eps, False, self.context)
         _verify_more_than_one(input.size(), math.prod(input.shape[2:]),
                               "Expected more than 1 spatial element when training")
         track = self.training and self.track_running_stats
