@@ -104,12 +104,7 @@ TEST_CASE("group norm bf16/f16: every path against the reference, every configur
                                      << " groups " << s.groups);
             const Outputs first = run(t, s, in, nullptr);
             check_against_reference(t, s, in, first);
-            for (int32_t isa : test::isas())
-                for (int32_t threads : {1, 2, 3}) {
-                    test::Context ctx(isa, threads);
-                    INFO(test::isa_name(isa) << ", " << threads << " threads");
-                    CHECK(run(t, s, in, ctx.get()) == first);
-                }
+            test::check_every_path(first, [&](nk_context* ctx) { return run(t, s, in, ctx); });
         }
 }
 

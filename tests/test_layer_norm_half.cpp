@@ -123,12 +123,7 @@ TEST_CASE("layer norm bf16/f16: every path against the reference, every configur
                 CHECK(first.res_sum == test::to_half(t, x).bits);
                 check_forward("residual forward", t, s, rms, x, in, first.res_dst, first.res_mean, first.res_invstd);
                 check_backward(t, s, rms, in, first);
-                for (int32_t isa : test::isas())
-                    for (int32_t threads : {1, 2, 3}) {
-                        test::Context ctx(isa, threads);
-                        INFO(test::isa_name(isa) << ", " << threads << " threads");
-                        CHECK(run(t, s, in, rms, ctx.get()) == first);
-                    }
+                test::check_every_path(first, [&](nk_context* ctx) { return run(t, s, in, rms, ctx); });
             }
 }
 

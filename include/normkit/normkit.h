@@ -130,7 +130,8 @@ NK_API nk_status nk_context_set_parallel_for(nk_context* ctx, nk_parallel_for_fn
 typedef struct nk_batch_norm_desc {
     uint32_t struct_size; /* sizeof(nk_batch_norm_desc); fields are only ever appended */
     int32_t  layout;      /* NK_LAYOUT_* */
-    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  dtype;       /* NK_DTYPE_F32, NK_DTYPE_BF16 or NK_DTYPE_F16: src, residual, dst,
+                             diff_dst, diff_src, diff_residual (per-channel arrays: float32) */
     int32_t  reserved0;   /* must be 0 (keeps the int64 fields 8-byte aligned everywhere) */
     int64_t  n;           /* batch */
     int64_t  c;           /* channels */
