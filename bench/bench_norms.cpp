@@ -13,7 +13,9 @@
  *  - Group norm ("gn", statistics saved) on the SD-UNet shapes 2x320x64x64, 2x640x32x32,
  *    2x1280x16x16 in 32 groups and instance norm 1x64x256x256, channels-first ("nchw")
  *    and channels-last ("nhwc"); modes train_fwd (8 bytes/element) and bwd (12).
- * x 1 and all threads. Each case runs in rounds (--rounds=R, default 3): the roofline (a
+ * x 1 and all threads, x storage type: float32, and bf16 and f16 ("/bf16", "/f16" in the
+ * case name: half the bytes per element; the roofline is the same kernel on 2-byte
+ * elements, widened as bf16, no two-pass kernel, no oneDNN). Each case runs in rounds (--rounds=R, default 3): the roofline (a
  * plain streaming kernel of the same traffic: dst = a*src + b; s = x + y, d = a*s + b;
  * z = a*x + y, one contiguous chunk per thread of a oneTBB arena, -O3 -march=native),
  * for group norm the two-pass kernel of the batch-norm suite (bench/roofline.hpp: the
@@ -33,7 +35,9 @@
  * every case over 1 MB of traffic, >= 1.5x oneDNN as a geometric mean and never slower,
  * residual forward <= 1.15x the plain forward's time per byte; group norm forward >= 85%
  * and backward >= 70% of the roofline as geometric means, channels-last within 1.15x of
- * channels-first.
+ * channels-first. bf16 / f16: per case the float32 case's time over this one's (the
+ * speed-up of half the bytes) and both fractions of their rooflines, geometric means, and
+ * a miss for a speed-up below 1.7x on a tensor whose float32 bytes exceed the L2.
  */
 #include "bench_args.hpp"
 #include "roofline.hpp"
@@ -54,7 +58,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <cstring>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace nkbench {
@@ -72,7 +78,9 @@ const char* mode_name(Mode m) {
     }
     return "?";
 }
+// float32 bytes; bf16 and f16 move half as many.
 int64_t bytes_per_element(Mode m) { return m == Mode::res_fwd ? 16 : m == Mode::bwd ? 12 : 8; }
+const char* dtype_name(int dtype) { return dtype == NK_DTYPE_BF16 ? "bf16" : dtype == NK_DTYPE_F16 ? "f16" : "f32"; }
 
 // Layer and RMS norm: rows x features. Group norm: n x c x spatial in `groups` groups.
 struct Shape {
@@ -95,16 +103,19 @@ struct NormCase {
     Mode mode;
     Shape shape;
     int threads;
+    int dtype = NK_DTYPE_F32;
     int round = 0;
     bool group() const { return op == Op::group; }
+    bool half() const { return dtype != NK_DTYPE_F32; }
     int64_t elements() const {
         return group() ? shape.n * shape.c * shape.spatial : shape.rows * shape.features;
     }
-    int64_t bytes() const { return elements() * bytes_per_element(mode); }
+    int64_t bytes() const { return elements() * bytes_per_element(mode) / (half() ? 2 : 1); }
     std::string label() const {
-        if (!group()) return std::to_string(shape.rows) + "x" + std::to_string(shape.features);
+        const std::string type = half() ? std::string("/") + dtype_name(dtype) : "";
+        if (!group()) return std::to_string(shape.rows) + "x" + std::to_string(shape.features) + type;
         return std::to_string(shape.n) + "x" + std::to_string(shape.c) + "x" + std::to_string(shape.spatial) + "g" +
-               std::to_string(shape.groups) + (shape.layout == 0 ? "/nchw" : "/nhwc");
+               std::to_string(shape.groups) + (shape.layout == 0 ? "/nchw" : "/nhwc") + type;
     }
     std::string key() const {
         return std::string(op_name(op)) + "/" + mode_name(mode) + "/" + label() + "/t:" + std::to_string(threads);
@@ -173,6 +184,38 @@ Workspace& workspace() {
     return w;
 }
 
+// The tensors of the float workspace in bf16 or f16 (the same values, rounded).
+struct HalfTensors {
+    std::vector<uint16_t> src, residual, diff_dst, sum, dst;
+    explicit HalfTensors(int dtype) {
+        const Workspace& w = workspace();
+        int64_t elements = 0;
+        for (const Shape& s : kRowShapes) elements = std::max(elements, s.rows * s.features);
+        for (const Shape& s : kGroupShapes) elements = std::max(elements, s.n * s.c * s.spatial);
+        auto convert = [&](const float* x, std::vector<uint16_t>& h) {
+            h.resize(size_t(elements));
+            for (int64_t i = 0; i < elements; ++i) h[size_t(i)] = to_half(dtype, x[i]);
+        };
+        convert(w.src.get(), src);
+        convert(w.residual.get(), residual);
+        convert(w.diff_dst.get(), diff_dst);
+        convert(w.sum.get(), sum);
+        convert(w.dst.get(), dst);
+    }
+    // Truncation: the values only have to be ordinary numbers (|x| < 2 here).
+    static uint16_t to_half(int dtype, float x) {
+        uint32_t u;
+        std::memcpy(&u, &x, sizeof u);
+        if (dtype == NK_DTYPE_BF16) return uint16_t(u >> 16);
+        const uint32_t a = u & 0x7fffffffu, sign = (u >> 16) & 0x8000u;
+        return uint16_t(a < 0x38800000u ? sign : sign | ((a >> 13) - (112u << 10))); // below 2^-14: zero
+    }
+};
+HalfTensors& half_tensors(int dtype) {
+    static HalfTensors bf16(NK_DTYPE_BF16), f16(NK_DTYPE_F16);
+    return dtype == NK_DTYPE_BF16 ? bf16 : f16;
+}
+
 nk_context* context(int threads) {
     static std::map<int, nk_context*> cache;
     nk_context*& ctx = cache[threads];
@@ -227,38 +270,47 @@ void bm_normkit(benchmark::State& state, const NormCase& cs) {
     nk_layer_norm_desc_init(&d, cs.shape.rows, cs.shape.features);
     nk_group_norm_desc gd;
     nk_group_norm_desc_init(&gd, cs.shape.layout, cs.shape.n, cs.shape.c, cs.shape.spatial, cs.shape.groups);
+    d.dtype = gd.dtype = cs.dtype;
     const bool layer = cs.op == Op::layer;
+    // The tensors in the case's storage type.
+    struct {
+        void *src, *residual, *diff_dst, *sum, *dst;
+    } io = {w.src.get(), w.residual.get(), w.diff_dst.get(), w.sum.get(), w.dst.get()};
+    if (cs.half()) {
+        HalfTensors& h = half_tensors(cs.dtype);
+        io = {h.src.data(), h.residual.data(), h.diff_dst.data(), h.sum.data(), h.dst.data()};
+    }
     auto call = [&] {
         nk_status s = NK_OK;
         if (cs.group())
             return (cs.mode == Mode::bwd
-                        ? nk_group_norm_backward(ctx, &gd, w.src.get(), w.diff_dst.get(), w.feat_a.get(), w.rows_a.get(),
-                                                 w.rows_b.get(), w.dst.get(), w.feat_c.get(), w.feat_d.get())
-                        : nk_group_norm_forward(ctx, &gd, w.src.get(), w.dst.get(), w.feat_a.get(), w.feat_b.get(),
+                        ? nk_group_norm_backward(ctx, &gd, io.src, io.diff_dst, w.feat_a.get(), w.rows_a.get(),
+                                                 w.rows_b.get(), io.dst, w.feat_c.get(), w.feat_d.get())
+                        : nk_group_norm_forward(ctx, &gd, io.src, io.dst, w.feat_a.get(), w.feat_b.get(),
                                                 w.rows_c.get(), w.rows_d.get())) == NK_OK;
         switch (cs.mode) {
         case Mode::infer_fwd:
-            s = layer ? nk_layer_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(),
+            s = layer ? nk_layer_norm_forward(ctx, &d, io.src, nullptr, nullptr, io.dst, w.feat_a.get(),
                                               w.feat_b.get(), nullptr, nullptr)
-                      : nk_rms_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(), nullptr);
+                      : nk_rms_norm_forward(ctx, &d, io.src, nullptr, nullptr, io.dst, w.feat_a.get(), nullptr);
             break;
         case Mode::train_fwd:
-            s = layer ? nk_layer_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(),
+            s = layer ? nk_layer_norm_forward(ctx, &d, io.src, nullptr, nullptr, io.dst, w.feat_a.get(),
                                               w.feat_b.get(), w.rows_c.get(), w.rows_d.get())
-                      : nk_rms_norm_forward(ctx, &d, w.src.get(), nullptr, nullptr, w.dst.get(), w.feat_a.get(),
+                      : nk_rms_norm_forward(ctx, &d, io.src, nullptr, nullptr, io.dst, w.feat_a.get(),
                                             w.rows_d.get());
             break;
         case Mode::res_fwd:
-            s = layer ? nk_layer_norm_forward(ctx, &d, w.src.get(), w.residual.get(), w.sum.get(), w.dst.get(),
+            s = layer ? nk_layer_norm_forward(ctx, &d, io.src, io.residual, io.sum, io.dst,
                                               w.feat_a.get(), w.feat_b.get(), w.rows_c.get(), w.rows_d.get())
-                      : nk_rms_norm_forward(ctx, &d, w.src.get(), w.residual.get(), w.sum.get(), w.dst.get(),
+                      : nk_rms_norm_forward(ctx, &d, io.src, io.residual, io.sum, io.dst,
                                             w.feat_a.get(), w.rows_d.get());
             break;
         case Mode::bwd:
-            s = layer ? nk_layer_norm_backward(ctx, &d, w.src.get(), w.diff_dst.get(), w.feat_a.get(), w.rows_a.get(),
-                                               w.rows_b.get(), w.dst.get(), w.feat_c.get(), w.feat_d.get())
-                      : nk_rms_norm_backward(ctx, &d, w.src.get(), w.diff_dst.get(), w.feat_a.get(), w.rows_b.get(),
-                                             w.dst.get(), w.feat_c.get());
+            s = layer ? nk_layer_norm_backward(ctx, &d, io.src, io.diff_dst, w.feat_a.get(), w.rows_a.get(),
+                                               w.rows_b.get(), io.dst, w.feat_c.get(), w.feat_d.get())
+                      : nk_rms_norm_backward(ctx, &d, io.src, io.diff_dst, w.feat_a.get(), w.rows_b.get(),
+                                             io.dst, w.feat_c.get());
             break;
         }
         return s == NK_OK;
@@ -279,6 +331,16 @@ void bm_reference(benchmark::State& state, const NormCase& cs) {
     const int64_t n = cs.elements();
     const bool blocked = cs.shape.layout == 0; // channels-first groups can stay in the L2
     auto call = [&] {
+        if (cs.half()) { // the streaming kernels on 2-byte elements
+            HalfTensors& h = half_tensors(cs.dtype);
+            if (cs.mode == Mode::bwd)
+                r.backward(h.src.data(), h.diff_dst.data(), h.dst.data(), n);
+            else if (cs.mode == Mode::res_fwd)
+                r.residual_forward(h.src.data(), h.residual.data(), h.sum.data(), h.dst.data(), n);
+            else
+                r.forward(h.src.data(), h.dst.data(), n);
+            return true;
+        }
         if (kTwoPass && cs.mode == Mode::bwd)
             r.two_pass_backward(w.src.get(), w.diff_dst.get(), w.dst.get(), n, blocked);
         else if (kTwoPass)
@@ -349,26 +411,29 @@ std::vector<NormCase> register_benchmarks(const std::vector<int>& thread_counts,
         for (int round = 0; round < rounds; ++round) {
             cs.round = round;
             add("roofline", bm_reference<false>);
-            if (cs.group()) add("two_pass", bm_reference<true>);
+            if (cs.group() && !cs.half()) add("two_pass", bm_reference<true>);
 #if NKBENCH_HAVE_ONEDNN
             // oneDNN has no fused residual add, no RMS mode and no channels-last group norm.
-            if ((cs.op == Op::layer && cs.mode != Mode::res_fwd) || (cs.group() && cs.shape.layout == 0))
+            if (!cs.half() && ((cs.op == Op::layer && cs.mode != Mode::res_fwd) || (cs.group() && cs.shape.layout == 0)))
                 add("onednn", bm_onednn);
 #endif
             add("normkit", bm_normkit); // last: its ratios use the runs above
         }
     };
+    const int dtypes[] = {NK_DTYPE_F32, NK_DTYPE_BF16, NK_DTYPE_F16};
     for (Op op : {Op::layer, Op::rms})
         for (Mode mode : {Mode::infer_fwd, Mode::train_fwd, Mode::res_fwd, Mode::bwd})
             for (const Shape& shape : kRowShapes)
-                for (int threads : thread_counts) add_case({op, mode, shape, threads});
+                for (int threads : thread_counts)
+                    for (int dtype : dtypes) add_case({op, mode, shape, threads, dtype});
     for (Mode mode : {Mode::train_fwd, Mode::bwd})
         for (Shape shape : kGroupShapes)
             for (int layout : {0, 1})
-                for (int threads : thread_counts) {
-                    shape.layout = layout;
-                    add_case({Op::group, mode, shape, threads});
-                }
+                for (int threads : thread_counts)
+                    for (int dtype : dtypes) {
+                        shape.layout = layout;
+                        add_case({Op::group, mode, shape, threads, dtype});
+                    }
     return cases;
 }
 
@@ -390,6 +455,44 @@ std::string fmt(const char* f, double v) {
     char b[32];
     std::snprintf(b, sizeof b, f, v);
     return b;
+}
+
+// bf16 / f16 against float32: per case the float32 time over this one's (medians of
+// separate runs, not paired by round), each one's fraction of its roofline, geometric
+// means, and the target: >= 1.7x on tensors (in the 2-byte type) larger than the L2.
+// Returns the miss count.
+int summarize_half(const std::vector<Result>& results) {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    const int64_t l2_bytes = l2 > 0 ? int64_t(l2) : int64_t(1) << 20;
+    std::printf("\nbf16 / f16: float32 time over this one's (x f32), %% roofline of each (L2 %lld KB)\n",
+                (long long)(l2_bytes >> 10));
+    std::printf("%-4s %-9s %-27s %3s %7s %9s %9s\n", "op", "mode", "shape", "t", "x f32", "% roof", "% roof32");
+    int misses = 0;
+    std::map<std::string, std::pair<double, int>> means; // op mode dtype threads: sum of logs, count
+    for (const Result& r : results) {
+        if (!r.cs.half()) continue;
+        for (const Result& p : results) {
+            if (p.cs.half() || p.cs.op != r.cs.op || p.cs.mode != r.cs.mode || p.cs.threads != r.cs.threads ||
+                p.cs.elements() != r.cs.elements() || p.cs.shape.layout != r.cs.shape.layout ||
+                p.cs.shape.c != r.cs.shape.c || p.cs.shape.features != r.cs.shape.features)
+                continue;
+            const double x = p.seconds / r.seconds;
+            std::printf("%-4s %-9s %-27s %3d %6.2fx %9s %9s\n", op_name(r.cs.op), mode_name(r.cs.mode),
+                        r.cs.label().c_str(), r.cs.threads, x, fmt("%.1f%%", 100 * r.roofline).c_str(),
+                        fmt("%.1f%%", 100 * p.roofline).c_str());
+            auto& m = means[std::string(op_name(r.cs.op)) + " " + mode_name(r.cs.mode) + " " + dtype_name(r.cs.dtype) +
+                            (r.cs.threads == 1 ? " t:1" : " t:all")];
+            m.first += std::log(x);
+            ++m.second;
+            if (r.cs.elements() * 2 > l2_bytes && x < 1.7) {
+                std::printf("  MISS %s: %.2fx the float32 speed\n", r.cs.key().c_str(), x);
+                ++misses;
+            }
+        }
+    }
+    std::printf("geometric means of x f32\n");
+    for (const auto& [what, m] : means) std::printf("  %-28s %6.2fx (%d cases)\n", what.c_str(), std::exp(m.first / m.second), m.second);
+    return misses;
 }
 
 // The table, geometric means, residual cost, layouts and missed targets. Returns the miss count.
@@ -428,7 +531,8 @@ int summarize(const std::vector<NormCase>& cases) {
                 double lr = 0, ld = 0;
                 int n = 0, nd = 0;
                 for (const Result& r : results) {
-                    if (r.cs.op != op || r.cs.mode != mode || (threads == 1) != (r.cs.threads == 1)) continue;
+                    if (r.cs.half() || r.cs.op != op || r.cs.mode != mode || (threads == 1) != (r.cs.threads == 1))
+                        continue;
                     if (!std::isnan(r.roofline)) lr += std::log(r.roofline), ++n;
                     if (!std::isnan(r.onednn)) ld += std::log(r.onednn), ++nd;
                 }
@@ -458,12 +562,13 @@ int summarize(const std::vector<NormCase>& cases) {
         if (!r.cs.group() || r.cs.shape.layout != 1) continue;
         for (const Result& p : results)
             if (p.cs.group() && p.cs.shape.layout == 0 && p.cs.mode == r.cs.mode && p.cs.threads == r.cs.threads &&
-                p.cs.elements() == r.cs.elements() && p.cs.shape.c == r.cs.shape.c) {
+                p.cs.dtype == r.cs.dtype && p.cs.elements() == r.cs.elements() && p.cs.shape.c == r.cs.shape.c) {
                 const double ratio = r.seconds / p.seconds;
                 std::printf("  %-9s %-18s t:%d  %.2fx\n", mode_name(r.cs.mode), r.cs.label().c_str(), r.cs.threads, ratio);
                 if (ratio > 1.15) miss(r.cs.key() + ": " + fmt("%.2fx", ratio) + " the channels-first time");
             }
     }
+    misses += summarize_half(results);
     std::printf("\n");
     for (const Result& r : results) {
         if (!r.cs.group() && r.cs.bytes() > (int64_t(1) << 20) && r.roofline < 0.75)

@@ -46,22 +46,34 @@ template <class Body> void Roofline::split(int64_t count, const Body& body) cons
     });
 }
 
-void Roofline::forward(const float* src, float* dst, int64_t count) const {
+// The streaming kernels of either element type (float, or 2-byte bf16 / f16).
+template <class T> void Roofline::forward_of(const T* src, T* dst, int64_t count) const {
     split(count, [&](int64_t begin, int64_t end) {
         roofline_axpb(src + begin, dst + begin, end - begin, 0.5f, 0.25f);
     });
 }
-
-void Roofline::backward(const float* x, const float* y, float* z, int64_t count) const {
+template <class T> void Roofline::backward_of(const T* x, const T* y, T* z, int64_t count) const {
     split(count, [&](int64_t begin, int64_t end) {
         roofline_axpy(x + begin, y + begin, z + begin, end - begin, 0.5f);
     });
 }
-
-void Roofline::residual_forward(const float* x, const float* y, float* s, float* d, int64_t count) const {
+template <class T> void Roofline::residual_forward_of(const T* x, const T* y, T* s, T* d, int64_t count) const {
     split(count, [&](int64_t begin, int64_t end) {
         roofline_add_axpb(x + begin, y + begin, s + begin, d + begin, end - begin, 0.5f, 0.25f);
     });
+}
+
+void Roofline::forward(const float* src, float* dst, int64_t count) const { forward_of(src, dst, count); }
+void Roofline::backward(const float* x, const float* y, float* z, int64_t count) const { backward_of(x, y, z, count); }
+void Roofline::residual_forward(const float* x, const float* y, float* s, float* d, int64_t count) const {
+    residual_forward_of(x, y, s, d, count);
+}
+void Roofline::forward(const uint16_t* src, uint16_t* dst, int64_t count) const { forward_of(src, dst, count); }
+void Roofline::backward(const uint16_t* x, const uint16_t* y, uint16_t* z, int64_t count) const {
+    backward_of(x, y, z, count);
+}
+void Roofline::residual_forward(const uint16_t* x, const uint16_t* y, uint16_t* s, uint16_t* d, int64_t count) const {
+    residual_forward_of(x, y, s, d, count);
 }
 
 void Roofline::relu(float* y, int64_t count) const {

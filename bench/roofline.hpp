@@ -21,6 +21,10 @@ public:
     void backward(const float* x, const float* y, float* z, int64_t count) const;
     // Residual-add forward traffic (16 bytes/element): s = x + y, d = a*s + b.
     void residual_forward(const float* x, const float* y, float* s, float* d, int64_t count) const;
+    // The same traffic in 2-byte elements (bf16 / f16 cases: half the bytes).
+    void forward(const uint16_t* src, uint16_t* dst, int64_t count) const;
+    void backward(const uint16_t* x, const uint16_t* y, uint16_t* z, int64_t count) const;
+    void residual_forward(const uint16_t* x, const uint16_t* y, uint16_t* s, uint16_t* d, int64_t count) const;
 
     // The separate ReLU passes of an unfused network (roofline_kernels.hpp), threaded as above.
     void relu(float* y, int64_t count) const;
@@ -41,6 +45,9 @@ public:
 
 private:
     template <class Body> void split(int64_t count, const Body& body) const;
+    template <class T> void forward_of(const T* src, T* dst, int64_t count) const;
+    template <class T> void backward_of(const T* x, const T* y, T* z, int64_t count) const;
+    template <class T> void residual_forward_of(const T* x, const T* y, T* s, T* d, int64_t count) const;
     // Calls body(begin, end) over each thread's chunk, in blocks of 128 KB of `inputs`
     // tensors when `blocked`, else at once.
     template <class Body> void blocks(int64_t count, int inputs, bool blocked, const Body& body) const;

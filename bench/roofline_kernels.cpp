@@ -40,6 +40,38 @@ void relu_grad_pass(const float* __restrict dy, const float* __restrict dst, flo
 }
 
 namespace {
+float widen(uint16_t h) {
+    const uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+uint16_t narrow(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return uint16_t(u >> 16);
+}
+} // namespace
+
+void roofline_axpb(const uint16_t* __restrict x, uint16_t* __restrict y, int64_t count, float a, float b) {
+    for (int64_t i = 0; i < count; ++i) y[i] = narrow(a * widen(x[i]) + b);
+}
+
+void roofline_axpy(const uint16_t* __restrict x, const uint16_t* __restrict y, uint16_t* __restrict z, int64_t count,
+                   float a) {
+    for (int64_t i = 0; i < count; ++i) z[i] = narrow(a * widen(x[i]) + widen(y[i]));
+}
+
+void roofline_add_axpb(const uint16_t* __restrict x, const uint16_t* __restrict y, uint16_t* __restrict s,
+                       uint16_t* __restrict d, int64_t count, float a, float b) {
+    for (int64_t i = 0; i < count; ++i) {
+        const float v = widen(x[i]) + widen(y[i]);
+        s[i] = narrow(v);
+        d[i] = narrow(a * v + b);
+    }
+}
+
+namespace {
 // 16 floats: one AVX-512 register, or as many narrower ones as the CPU has.
 typedef float V16 __attribute__((vector_size(64)));
 constexpr int64_t kLanes = 16, kChains = 4;

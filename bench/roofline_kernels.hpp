@@ -12,6 +12,11 @@ void roofline_axpy(const float* x, const float* y, float* z, int64_t count, floa
 // s = x + y, d = a*s + b: the traffic of a normalization after a residual add (16 bytes/element).
 void roofline_add_axpb(const float* x, const float* y, float* s, float* d, int64_t count, float a, float b);
 
+// The same traffic in 2-byte elements (bf16 and f16 cases): each value widened as bf16
+// (shifted up 16 bits), the float arithmetic above, the result truncated back to 16 bits.
+void roofline_axpb(const uint16_t* x, uint16_t* y, int64_t count, float a, float b);
+void roofline_axpy(const uint16_t* x, const uint16_t* y, uint16_t* z, int64_t count, float a);
+void roofline_add_axpb(const uint16_t* x, const uint16_t* y, uint16_t* s, uint16_t* d, int64_t count, float a, float b);
 // The separate passes the batch-norm fusions replace: y = relu(y); y = relu(y + r);
 // g = dst <= 0 ? 0 : dy (ReLU backward).
 void relu_pass(float* y, int64_t count);

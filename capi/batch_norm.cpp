@@ -4,6 +4,7 @@
 #include "capi/errors.hpp"
 #include "capi/validate.hpp"
 #include "core/context.hpp"
+#include "core/whole_tensors.hpp"
 
 #include <cmath>
 #include <cstddef>
@@ -32,15 +33,14 @@ public:
         if (d->layout != NK_LAYOUT_NCS && d->layout != NK_LAYOUT_NSC)
             return fail(NK_ERROR_INVALID_ARGUMENT,
                         "desc->layout is %d: expected NK_LAYOUT_NCS (0) or NK_LAYOUT_NSC (1)", d->layout);
-        if (d->dtype != NK_DTYPE_F32)
-            return fail(NK_ERROR_INVALID_ARGUMENT, "desc->dtype is %d: expected NK_DTYPE_F32 (0)", d->dtype);
+        if (!dtype(d->dtype)) return false;
         if (d->reserved0 != 0 || d->reserved1 != 0)
             return fail(NK_ERROR_INVALID_ARGUMENT, "desc->reserved0/reserved1 are %d/%u: must be 0",
                         d->reserved0, d->reserved1);
         if (d->n < 0 || d->c < 0 || d->spatial < 0)
             return fail(NK_ERROR_INVALID_SHAPE, "desc has n=%lld c=%lld spatial=%lld: sizes must be >= 0",
                         (long long)d->n, (long long)d->c, (long long)d->spatial);
-        if (!product(d->n, d->c, d->spatial, sizeof(float), &count))
+        if (!product(d->n, d->c, d->spatial, element_bytes(d->dtype), &count))
             return fail(NK_ERROR_INVALID_SHAPE,
                         "desc has n=%lld c=%lld spatial=%lld: the tensor exceeds addressable memory",
                         (long long)d->n, (long long)d->c, (long long)d->spatial);
@@ -59,7 +59,9 @@ public:
         return true;
     }
 
-    size_t tensor_bytes() const { return size_t(count) * sizeof(float); }
+    size_t tensor_bytes() const { return size_t(count) * element_bytes(problem_dtype); }
+    // The call's tensors as float32 (bf16 / f16 staged whole: core/whole_tensors.hpp).
+    nk::WholeTensors floats(const nk::ExecConfig& config) const { return {config, problem_dtype, count}; }
     size_t channel_bytes() const { return size_t(problem.c) * sizeof(float); }
     nk::Buffer tensor(const char* name, const void* p, bool output) const { return {name, p, tensor_bytes(), output}; }
     nk::Buffer channels(const char* name, const void* p, bool output) const { return {name, p, channel_bytes(), output}; }
@@ -293,10 +295,13 @@ nk_status nk_batch_norm_forward_training_v2(nk_context* ctx, const nk_batch_norm
                         "Expected more than 1 value per channel when training, got n=%lld spatial=%lld",
                         (long long)p.n, (long long)p.s);
     return nk::guarded([&] {
-        nk::batch_norm_forward_training(nk::exec_config(ctx), p, static_cast<const float*>(src),
-                                        static_cast<const float*>(residual), static_cast<float*>(dst), scale, shift,
-                                        running_mean,
-                                        running_var, save_mean, save_invstd);
+        const nk::ExecConfig config = nk::exec_config(ctx);
+        nk::WholeTensors t = check.floats(config); // inputs first, then outputs (in place)
+        const float* x = t.in(src);
+        const float* r = t.in(residual);
+        nk::batch_norm_forward_training(config, p, x, r, t.out(dst), scale, shift, running_mean, running_var,
+                                        save_mean, save_invstd);
+        t.commit();
         return NK_OK;
     });
 }
@@ -327,9 +332,12 @@ nk_status nk_batch_norm_forward_inference_v2(nk_context* ctx, const nk_batch_nor
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {
-        nk::batch_norm_forward_inference(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
-                                         static_cast<const float*>(residual), static_cast<float*>(dst), scale,
-                                         shift, mean, variance);
+        const nk::ExecConfig config = nk::exec_config(ctx);
+        nk::WholeTensors t = check.floats(config);
+        const float* x = t.in(src);
+        const float* r = t.in(residual);
+        nk::batch_norm_forward_inference(config, check.problem, x, r, t.out(dst), scale, shift, mean, variance);
+        t.commit();
         return NK_OK;
     });
 }
@@ -377,10 +385,15 @@ nk_status nk_batch_norm_backward_v2(nk_context* ctx, const nk_batch_norm_desc* d
         return check.status;
     if (check.count == 0) return NK_OK;
     return nk::guarded([&] {
-        nk::batch_norm_backward(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
-                                static_cast<const float*>(diff_dst), static_cast<const float*>(dst), scale, save_mean,
-                                save_invstd, static_cast<float*>(diff_src), static_cast<float*>(diff_residual),
+        const nk::ExecConfig config = nk::exec_config(ctx);
+        nk::WholeTensors t = check.floats(config);
+        const float* x = t.in(src);
+        const float* dy = t.in(diff_dst);
+        const float* y = t.in(dst);
+        float* dx = t.out(diff_src);
+        nk::batch_norm_backward(config, check.problem, x, dy, y, scale, save_mean, save_invstd, dx, t.out(diff_residual),
                                 diff_scale, diff_shift);
+        t.commit();
         return NK_OK;
     });
 }
@@ -452,8 +465,9 @@ nk_status nk_batch_norm_stats(nk_context* ctx, const nk_batch_norm_desc* desc, i
         return check.status;
     return nk::guarded([&] {
         PiecesBuffer out(pieces, check.problem.c);
-        nk::batch_norm_piece_moments(nk::exec_config(ctx), check.problem, samples_per_piece,
-                                     static_cast<const float*>(src), out.view());
+        const nk::ExecConfig config = nk::exec_config(ctx);
+        nk::WholeTensors t = check.floats(config);
+        nk::batch_norm_piece_moments(config, check.problem, samples_per_piece, t.in(src), out.view());
         write_header(partial, NK_BN_PARTIAL_STATS, check, pieces);
         out.store(partial);
         return NK_OK;
@@ -554,9 +568,12 @@ nk_status nk_batch_norm_forward_from_partial(nk_context* ctx, const nk_batch_nor
     return nk::guarded([&] {
         PiecesBuffer pieces(in.h.pieces, p.c);
         pieces.load(in);
-        nk::batch_norm_forward_from_pieces(nk::exec_config(ctx), p, pieces.view(), static_cast<const float*>(src),
-                                           static_cast<float*>(dst), scale, shift, running_mean, running_var,
-                                           save_mean, save_invstd);
+        const nk::ExecConfig config = nk::exec_config(ctx);
+        nk::WholeTensors t = check.floats(config);
+        const float* x = t.in(src);
+        nk::batch_norm_forward_from_pieces(config, p, pieces.view(), x, t.out(dst), scale, shift, running_mean,
+                                           running_var, save_mean, save_invstd);
+        t.commit();
         return NK_OK;
     });
 }
@@ -580,8 +597,10 @@ nk_status nk_batch_norm_backward_reduce(nk_context* ctx, const nk_batch_norm_des
         return check.status;
     return nk::guarded([&] {
         PiecesBuffer out(pieces, check.problem.c);
-        nk::batch_norm_piece_grad_sums(nk::exec_config(ctx), check.problem, samples_per_piece,
-                                       static_cast<const float*>(src), static_cast<const float*>(diff_dst), save_mean,
+        const nk::ExecConfig config = nk::exec_config(ctx);
+        nk::WholeTensors t = check.floats(config);
+        const float* x = t.in(src);
+        nk::batch_norm_piece_grad_sums(config, check.problem, samples_per_piece, x, t.in(diff_dst), save_mean,
                                        out.view());
         write_header(reduced, NK_BN_PARTIAL_GRADS, check, pieces);
         out.store(reduced);
@@ -619,9 +638,13 @@ nk_status nk_batch_norm_backward_from_reduced(nk_context* ctx, const nk_batch_no
     return nk::guarded([&] {
         PiecesBuffer pieces(in.h.pieces, p.c);
         pieces.load(in);
-        nk::batch_norm_backward_from_pieces(nk::exec_config(ctx), p, pieces.view(), static_cast<const float*>(src),
-                                            static_cast<const float*>(diff_dst), scale, save_mean, save_invstd,
-                                            static_cast<float*>(diff_src), diff_scale, diff_shift);
+        const nk::ExecConfig config = nk::exec_config(ctx);
+        nk::WholeTensors t = check.floats(config);
+        const float* x = t.in(src);
+        const float* dy = t.in(diff_dst);
+        nk::batch_norm_backward_from_pieces(config, p, pieces.view(), x, dy, scale, save_mean, save_invstd,
+                                            t.out(diff_src), diff_scale, diff_shift);
+        t.commit();
         return NK_OK;
     });
 }

@@ -22,8 +22,7 @@ public:
         if (d->layout != NK_LAYOUT_NCS && d->layout != NK_LAYOUT_NSC)
             return fail(NK_ERROR_INVALID_ARGUMENT, "desc->layout is %d: expected NK_LAYOUT_NCS (0) or NK_LAYOUT_NSC (1)",
                         d->layout);
-        if (d->dtype != NK_DTYPE_F32)
-            return fail(NK_ERROR_INVALID_ARGUMENT, "desc->dtype is %d: expected NK_DTYPE_F32 (0)", d->dtype);
+        if (!dtype(d->dtype)) return false;
         if (d->reserved0 != 0) return fail(NK_ERROR_INVALID_ARGUMENT, "desc->reserved0 is %d: must be 0", d->reserved0);
         if (d->n < 0 || d->c < 0 || d->spatial < 0)
             return fail(NK_ERROR_INVALID_SHAPE, "desc has n=%lld c=%lld spatial=%lld: sizes must be >= 0",
@@ -31,16 +30,16 @@ public:
         if (d->groups <= 0 || d->c % d->groups != 0)
             return fail(NK_ERROR_INVALID_ARGUMENT, "desc->groups is %lld and c is %lld: groups must be >= 1 and divide c",
                         (long long)d->groups, (long long)d->c);
-        if (!product(d->n, d->c, d->spatial, sizeof(float), &count) ||
+        if (!product(d->n, d->c, d->spatial, element_bytes(d->dtype), &count) ||
             !product(d->n, d->groups, 1, sizeof(float), &stats) || d->c > int64_t(PTRDIFF_MAX / sizeof(float)))
             return fail(NK_ERROR_INVALID_SHAPE,
                         "desc has n=%lld c=%lld spatial=%lld: the tensor exceeds addressable memory", (long long)d->n,
                         (long long)d->c, (long long)d->spatial);
         if (!epsilon(d->epsilon) || !flags(d->flags, 0)) return false;
-        problem = {d->layout, d->n, d->c, d->spatial, d->groups, d->epsilon};
+        problem = {d->layout, d->n, d->c, d->spatial, d->groups, d->epsilon, d->dtype};
         return true;
     }
-    size_t tensor_bytes() const { return size_t(count) * sizeof(float); }
+    size_t tensor_bytes() const { return size_t(count) * element_bytes(problem.dtype); }
     size_t stats_bytes() const { return size_t(stats) * sizeof(float); }
     nk::Buffer tensor(const char* name, const void* p, bool output) const { return {name, p, tensor_bytes(), output}; }
     nk::Buffer channels(const char* name, const void* p, bool output) const {
@@ -88,8 +87,7 @@ nk_status nk_group_norm_forward(nk_context* ctx, const nk_group_norm_desc* desc,
                           {{0, 1}}))
         return check.status;
     return nk::guarded([&] {
-        nk::group_norm_forward(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
-                               static_cast<float*>(dst), scale, shift, save_mean, save_invstd);
+        nk::group_norm_forward(nk::exec_config(ctx), check.problem, src, dst, scale, shift, save_mean, save_invstd);
         return NK_OK;
     });
 }
@@ -114,9 +112,8 @@ nk_status nk_group_norm_backward(nk_context* ctx, const nk_group_norm_desc* desc
         return check.status;
     if (!diff_src && !diff_scale && !diff_shift) return NK_OK;
     return nk::guarded([&] {
-        nk::group_norm_backward(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
-                                static_cast<const float*>(diff_dst), scale, save_mean, save_invstd,
-                                static_cast<float*>(diff_src), diff_scale, diff_shift);
+        nk::group_norm_backward(nk::exec_config(ctx), check.problem, src, diff_dst, scale, save_mean, save_invstd,
+                                diff_src, diff_scale, diff_shift);
         return NK_OK;
     });
 }

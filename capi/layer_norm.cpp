@@ -19,12 +19,11 @@ public:
 
     bool desc(const nk_layer_norm_desc* d, bool rms) {
         if (!header(d, d ? d->struct_size : 0, kDescSizeV1, "nk_layer_norm_desc_init")) return false;
-        if (d->dtype != NK_DTYPE_F32)
-            return fail(NK_ERROR_INVALID_ARGUMENT, "desc->dtype is %d: expected NK_DTYPE_F32 (0)", d->dtype);
+        if (!dtype(d->dtype)) return false;
         if (d->rows < 0 || d->features < 0)
             return fail(NK_ERROR_INVALID_SHAPE, "desc has rows=%lld features=%lld: sizes must be >= 0",
                         (long long)d->rows, (long long)d->features);
-        if (!product(d->rows, d->features, 1, sizeof(float), &count))
+        if (!product(d->rows, d->features, 1, element_bytes(d->dtype), &count))
             return fail(NK_ERROR_INVALID_SHAPE, "desc has rows=%lld features=%lld: the tensor exceeds addressable memory",
                         (long long)d->rows, (long long)d->features);
         // Per-row and per-feature arrays hold rows / features floats even when the tensor is empty.
@@ -32,20 +31,18 @@ public:
             return fail(NK_ERROR_INVALID_SHAPE, "desc has rows=%lld features=%lld: arrays of floats exceed addressable memory",
                         (long long)d->rows, (long long)d->features);
         if (!epsilon(d->epsilon) || !flags(d->flags, 0)) return false;
-        problem = {d->rows, d->features, d->epsilon, rms};
+        problem = {d->rows, d->features, d->epsilon, rms, d->dtype};
         return true;
     }
 
-    nk::Buffer tensor(const char* name, const void* p, bool output) const {
-        return {name, p, size_t(count) * sizeof(float), output};
-    }
+    nk::Buffer tensor(const char* name, const void* p, bool output) const { return {name, p, tensor_bytes(), output}; }
     nk::Buffer per_row(const char* name, const void* p, bool output) const {
         return {name, p, size_t(problem.rows) * sizeof(float), output};
     }
     nk::Buffer per_feature(const char* name, const void* p, bool output) const {
         return {name, p, size_t(problem.features) * sizeof(float), output};
     }
-    size_t tensor_bytes() const { return size_t(count) * sizeof(float); }
+    size_t tensor_bytes() const { return size_t(count) * element_bytes(problem.dtype); }
     size_t row_bytes() const { return size_t(problem.rows) * sizeof(float); }
 
     // sum holds src + residual: without a residual there is nothing to keep.
@@ -76,9 +73,8 @@ nk_status forward(nk_context* ctx, const nk_layer_norm_desc* desc, bool rms, con
                           {{3, 0}, {3, 1}, {2, 0}, {2, 1}}))
         return check.status;
     return nk::guarded([&] {
-        nk::layer_norm_forward(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
-                               static_cast<const float*>(residual), static_cast<float*>(sum), static_cast<float*>(dst),
-                               scale, shift, save_mean, save_invstd);
+        nk::layer_norm_forward(nk::exec_config(ctx), check.problem, src, residual, sum, dst, scale, shift, save_mean,
+                               save_invstd);
         return NK_OK;
     });
 }
@@ -105,9 +101,8 @@ nk_status backward(nk_context* ctx, const nk_layer_norm_desc* desc, bool rms, co
         return check.status;
     if (!diff_src && !diff_scale && !diff_shift) return NK_OK;
     return nk::guarded([&] {
-        nk::layer_norm_backward(nk::exec_config(ctx), check.problem, static_cast<const float*>(src),
-                                static_cast<const float*>(diff_dst), scale, save_mean, save_invstd,
-                                static_cast<float*>(diff_src), diff_scale, diff_shift);
+        nk::layer_norm_backward(nk::exec_config(ctx), check.problem, src, diff_dst, scale, save_mean, save_invstd,
+                                diff_src, diff_scale, diff_shift);
         return NK_OK;
     });
 }

@@ -39,6 +39,15 @@ public:
         return fail(NK_ERROR_INVALID_ARGUMENT, "desc->epsilon is %g: must be > 0 and finite", double(epsilon));
     }
 
+    // A tensor storage type this library computes in (NK_DTYPE_F32, _BF16, _F16).
+    bool dtype(int32_t dtype) {
+        if (dtype == NK_DTYPE_F32 || dtype == NK_DTYPE_BF16 || dtype == NK_DTYPE_F16) return true;
+        return fail(NK_ERROR_INVALID_ARGUMENT,
+                    "desc->dtype is %d: expected NK_DTYPE_F32 (0), NK_DTYPE_BF16 (1) or NK_DTYPE_F16 (2)", dtype);
+    }
+    // Bytes of one tensor element of a valid dtype.
+    static size_t element_bytes(int32_t dtype) { return dtype == NK_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t); }
+
     bool flags(uint32_t flags, uint32_t known) {
         if (!(flags & ~known)) return true;
         return fail(NK_ERROR_INVALID_ARGUMENT, "desc->flags is 0x%x: unknown bits 0x%x", flags, flags & ~known);

@@ -308,7 +308,7 @@ const Row kRows[] = {
      kShape, "save_invstd", nullptr},
     {"layout 2", A::training, [](Call& c) { c.d().layout = 2; }, kArg, "layout", nullptr},
     {"layout -1", A::training, [](Call& c) { c.d().layout = -1; }, kArg, "layout", nullptr},
-    {"dtype 1", A::training, [](Call& c) { c.d().dtype = 1; }, kArg, "dtype", nullptr},
+    {"dtype 3 (after F16)", A::training, [](Call& c) { c.d().dtype = 3; }, kArg, "dtype", nullptr},
     {"dtype -1", A::training, [](Call& c) { c.d().dtype = -1; }, kArg, "dtype", nullptr},
     {"flags bit 4", A::training, [](Call& c) { c.d().flags = 0x10u; }, kArg, "flags", nullptr},
     {"flags bit 31 with known bits", A::training,

@@ -382,6 +382,7 @@ TEST_CASE("group norm: error table (status, message, nothing written)") {
         {"struct_size too small", false, [](Call& c) { c.desc.struct_size = 16; }, NK_ERROR_INVALID_ARGUMENT, "struct_size"},
         {"unknown layout", true, [](Call& c) { c.desc.layout = 2; }, NK_ERROR_INVALID_ARGUMENT, "layout"},
         {"unknown dtype", false, [](Call& c) { c.desc.dtype = 5; }, NK_ERROR_INVALID_ARGUMENT, "dtype"},
+        {"dtype 3 (after F16)", true, [](Call& c) { c.desc.dtype = 3; }, NK_ERROR_INVALID_ARGUMENT, "dtype"},
         {"reserved0 set", false, [](Call& c) { c.desc.reserved0 = 1; }, NK_ERROR_INVALID_ARGUMENT, "reserved0"},
         {"negative n", false, [](Call& c) { c.desc.n = -1; }, NK_ERROR_INVALID_SHAPE, "n"},
         {"negative spatial", true, [](Call& c) { c.desc.spatial = -3; }, NK_ERROR_INVALID_SHAPE, "spatial"},

@@ -95,6 +95,8 @@ TEST_CASE("layer norm: error table (status, message, nothing written)") {
          [](Call& c) { c.desc->struct_size = sizeof(nk_layer_norm_desc) + 8; c.desc_bytes[sizeof(nk_layer_norm_desc) + 3] = 1; },
          NK_ERROR_UNSUPPORTED, "struct_size"},
         {"unknown dtype", Api::ln_forward, [](Call& c) { c.desc->dtype = 9; }, NK_ERROR_INVALID_ARGUMENT, "dtype"},
+        {"dtype 3 (after F16)", Api::rms_backward, [](Call& c) { c.desc->dtype = 3; }, NK_ERROR_INVALID_ARGUMENT, "dtype"},
+        {"dtype -1", Api::ln_backward, [](Call& c) { c.desc->dtype = -1; }, NK_ERROR_INVALID_ARGUMENT, "dtype"},
         {"negative rows", Api::ln_backward, [](Call& c) { c.desc->rows = -1; }, NK_ERROR_INVALID_SHAPE, "rows"},
         {"negative features", Api::rms_forward, [](Call& c) { c.desc->features = -4; }, NK_ERROR_INVALID_SHAPE, "features"},
         {"overflowing shape", Api::ln_forward, [](Call& c) { c.desc->rows = int64_t(1) << 40; c.desc->features = int64_t(1) << 40; },

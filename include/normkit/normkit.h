@@ -104,7 +104,13 @@ NK_API nk_status nk_context_set_parallel_for(nk_context* ctx, nk_parallel_for_fn
 #define NK_LAYOUT_NCS 0 /* channels-first: NC, NCL, NCHW, NCDHW: (n*C + c)*S + s */
 #define NK_LAYOUT_NSC 1 /* channels-last: NLC, NHWC, NDHWC:     (n*S + s)*C + c */
 
-#define NK_DTYPE_F32 0
+/* Storage types of tensors (src, dst, residual, sum, diff_dst, diff_src). Scale, shift and
+ * every statistic stay float32. Computation is float32 whatever the storage: a bf16 or
+ * f16 value is converted exactly when read, a result rounded once (to nearest, ties to
+ * even; overflow to infinity; NaN stays a quiet NaN) when written. */
+#define NK_DTYPE_F32  0
+#define NK_DTYPE_BF16 1 /* bfloat16: 1 sign, 8 exponent, 7 fraction bits */
+#define NK_DTYPE_F16  2 /* IEEE binary16: 1 sign, 5 exponent, 10 fraction bits */
 
 /* running = m*running + (1-m)*batch (Keras, ONNX). Default: (1-m)*running + m*batch (PyTorch). */
 #define NK_BN_KERAS_MOMENTUM     0x1u
@@ -124,7 +130,8 @@ NK_API nk_status nk_context_set_parallel_for(nk_context* ctx, nk_parallel_for_fn
 typedef struct nk_batch_norm_desc {
     uint32_t struct_size; /* sizeof(nk_batch_norm_desc); fields are only ever appended */
     int32_t  layout;      /* NK_LAYOUT_* */
-    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  dtype;       /* NK_DTYPE_F32, NK_DTYPE_BF16 or NK_DTYPE_F16: src, residual, dst,
+                             diff_dst, diff_src, diff_residual (per-channel arrays: float32) */
     int32_t  reserved0;   /* must be 0 (keeps the int64 fields 8-byte aligned everywhere) */
     int64_t  n;           /* batch */
     int64_t  c;           /* channels */
@@ -220,7 +227,8 @@ NK_API nk_status nk_batch_norm_fold(
  * only: never on the other rows, on `rows`, the thread count or the ISA path. */
 typedef struct nk_layer_norm_desc {
     uint32_t struct_size; /* sizeof(nk_layer_norm_desc); fields are only ever appended */
-    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  dtype;       /* NK_DTYPE_F32, NK_DTYPE_BF16 or NK_DTYPE_F16: src, residual, sum, dst,
+                             diff_dst, diff_src (scale, shift, statistics: float32) */
     int64_t  rows;        /* M: product of the leading dims (tokens, batch x sequence) */
     int64_t  features;    /* K: product of the normalized dims */
     float    epsilon;     /* > 0 and finite; default 1e-5 */
@@ -283,7 +291,8 @@ NK_API nk_status nk_rms_norm_backward(
 typedef struct nk_group_norm_desc {
     uint32_t struct_size; /* sizeof(nk_group_norm_desc); fields are only ever appended */
     int32_t  layout;      /* NK_LAYOUT_NCS or NK_LAYOUT_NSC */
-    int32_t  dtype;       /* NK_DTYPE_F32 */
+    int32_t  dtype;       /* NK_DTYPE_F32, NK_DTYPE_BF16 or NK_DTYPE_F16: src, dst, diff_dst,
+                             diff_src (scale, shift, statistics: float32) */
     int32_t  reserved0;   /* must be 0 */
     int64_t  n, c, spatial;
     int64_t  groups;      /* >= 1 and divides c */

@@ -7,8 +7,11 @@
 // a channel's block redone in double when its check fails), and a group merges its
 // channels' blocks in a fixed order (Chan). Either way a group's
 // results depend on its own values only: the same bits for any n, thread count or ISA.
+// bf16 / f16 tensors go through float buffers (core/half.hpp) a group (channels-first) or
+// a block of rows (channels-last) at a time: converted, the float32 kernels, rounded once.
 #include "group_norm/group_norm.hpp"
 
+#include "core/half.hpp"
 #include "core/moments.hpp"
 #include "core/run_kernel_table.hpp"
 #include "core/run_moments.hpp"
@@ -133,25 +136,29 @@ void for_blocks(const ExecConfig& config, const Shape& sh, Body body) {
 int64_t rows_at(const Shape& sh, int64_t n, int64_t r0) { return (n * sh.S + r0) * sh.C; }
 
 void forward_channels_first(const ExecConfig& config, const Shape& sh, const GroupNormProblem& p,
-                            const RunKernelTable& k, const float* src, float* dst, const float* scale,
+                            const RunKernelTable& k, const Storage& st, const void* src, void* dst, const float* scale,
                             const float* shift, float* save_mean, float* save_invstd) {
     const int64_t L = sh.group_values();
     config.threads.parallel_for(sh.N * sh.G, [&](int64_t begin, int64_t end) {
         std::vector<float> mh(size_t(sh.Cg)), a(mh.size()), b(mh.size());
+        Staging staged(st, L);
         for (int64_t q = begin; q < end; ++q) {
             const int64_t c0 = q % sh.G * sh.Cg, at = q * L; // groups are consecutive runs
-            const RunMoments m = run_moments(k, src + at, L, false);
-            const GroupStats st = finish_stats(m.mean, m.m2, double(L), p.epsilon);
-            if (save_mean) save_mean[q] = st.hi;
-            if (save_invstd) save_invstd[q] = float(st.invstd);
-            affine_coefs(st, scale, shift, c0, sh.Cg, mh.data(), a.data(), b.data());
-            k.affine_runs(src + at, dst + at, sh.Cg, sh.S, mh.data(), a.data(), b.data());
+            const float* x = st.read(src, at, L, staged.a);
+            const RunMoments m = run_moments(k, x, L, false);
+            const GroupStats gs = finish_stats(m.mean, m.m2, double(L), p.epsilon);
+            if (save_mean) save_mean[q] = gs.hi;
+            if (save_invstd) save_invstd[q] = float(gs.invstd);
+            affine_coefs(gs, scale, shift, c0, sh.Cg, mh.data(), a.data(), b.data());
+            float* y = st.write_to(dst, at, staged.a); // half precision: over x's floats
+            k.affine_runs(x, y, sh.Cg, sh.S, mh.data(), a.data(), b.data());
+            st.written(dst, at, L, y);
         }
     });
 }
 
 void forward_channels_last(const ExecConfig& config, const Shape& sh, const GroupNormProblem& p,
-                           const RunKernelTable& k, const float* src, float* dst, const float* scale,
+                           const RunKernelTable& k, const Storage& st, const void* src, void* dst, const float* scale,
                            const float* shift, float* save_mean, float* save_invstd) {
     const int64_t C = sh.C, R = sh.block_rows();
     LaneSums sums(sh);
@@ -161,14 +168,15 @@ void forward_channels_last(const ExecConfig& config, const Shape& sh, const Grou
         for (int64_t n = begin; n < end; ++n)
             for (int64_t c = 0; c < C; ++c) {
                 double sum = 0;
-                for (int64_t q = 0; q < 4; ++q) sum += src[rows_at(sh, n, q * sh.S / 4) + c];
+                for (int64_t q = 0; q < 4; ++q) sum += st.value(src, rows_at(sh, n, q * sh.S / 4) + c);
                 sums.center[n * C + c] = float(sum / 4);
             }
     });
     for_blocks(config, sh, [&](BlockReduction& red, int64_t n, int64_t blk) {
         const int64_t r0 = blk * R, rows = std::min(R, sh.S - r0), at = sums.at(n, blk);
-        red.run(k, false, src + rows_at(sh, n, r0), nullptr, rows, C, sums.center + n * C, sums.s1 + at,
-                sums.s2 + at);
+        Staging staged(st, rows * C);
+        const float* x = st.read(src, rows_at(sh, n, r0), rows * C, staged.a);
+        red.run(k, false, x, nullptr, rows, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
     });
     // Per group: each channel's blocks added in order, its moments, the channels merged in
     // order (Chan); then the coefficients of every channel of every sample.
@@ -190,17 +198,22 @@ void forward_channels_last(const ExecConfig& config, const Shape& sh, const Grou
                 moments_from_sums(double(sh.S), s1, s2, double(sums.center[n * C + c]), mean_c, m2_c);
                 chan_merge(count, mean, m2, double(sh.S), mean_c, m2_c);
             }
-            const GroupStats st = finish_stats(mean, m2, count, p.epsilon);
-            if (save_mean) save_mean[q] = st.hi;
-            if (save_invstd) save_invstd[q] = float(st.invstd);
-            affine_coefs(st, scale, shift, c0, sh.Cg, mh + n * C + c0, a + n * C + c0, b + n * C + c0);
+            const GroupStats gs = finish_stats(mean, m2, count, p.epsilon);
+            if (save_mean) save_mean[q] = gs.hi;
+            if (save_invstd) save_invstd[q] = float(gs.invstd);
+            affine_coefs(gs, scale, shift, c0, sh.Cg, mh + n * C + c0, a + n * C + c0, b + n * C + c0);
         }
     });
     const int64_t chunk = std::max<int64_t>(1, kElementwiseValues / C), chunks = (sh.S + chunk - 1) / chunk;
     config.threads.parallel_for(sh.N * chunks, [&](int64_t begin, int64_t end) {
+        Staging staged(st, chunk * C);
         for (int64_t item = begin; item < end; ++item) {
             const int64_t n = item / chunks, r0 = item % chunks * chunk, at = rows_at(sh, n, r0);
-            k.affine_lanes(src + at, dst + at, std::min(chunk, sh.S - r0), C, C, mh + n * C, a + n * C, b + n * C);
+            const int64_t rows = std::min(chunk, sh.S - r0);
+            const float* x = st.read(src, at, rows * C, staged.a);
+            float* y = st.write_to(dst, at, staged.a);
+            k.affine_lanes(x, y, rows, C, C, mh + n * C, a + n * C, b + n * C);
+            st.written(dst, at, rows * C, y);
         }
     });
 }
@@ -256,17 +269,18 @@ void group_coefs(const Shape& sh, int64_t q, const float* scale, const float* sa
     }
 }
 
-void backward_channels_first(const ExecConfig& config, const Shape& sh, const RunKernelTable& k, const float* src,
-                             const float* diff_dst, const float* scale, const float* save_mean,
-                             const float* save_invstd, float* diff_src, BackwardScratch& w) {
+void backward_channels_first(const ExecConfig& config, const Shape& sh, const RunKernelTable& k, const Storage& st,
+                             const void* src, const void* diff_dst, const float* scale, const float* save_mean,
+                             const float* save_invstd, void* diff_src, BackwardScratch& w) {
     const int64_t S = sh.S, L = sh.group_values();
     config.threads.parallel_for(sh.N * sh.G, [&](int64_t begin, int64_t end) {
         std::vector<double> acc1(size_t(16 * sh.Cg)), acc2(acc1.size()), d1(size_t(sh.Cg)), d2(d1.size());
         std::vector<float> mean(size_t(sh.Cg));
+        Staging staged(st, L);
         for (int64_t q = begin; q < end; ++q) {
             const int64_t at = q * L;
-            const float* x = src + at;
-            const float* dy = diff_dst + at;
+            const float* x = st.read(src, at, L, staged.a);
+            const float* dy = st.read(diff_dst, at, L, staged.b);
             std::fill(mean.begin(), mean.end(), save_mean[q]);
             // Each channel's run of S values: together when a run is at most a piece.
             if (S <= kRunPiece) {
@@ -281,21 +295,27 @@ void backward_channels_first(const ExecConfig& config, const Shape& sh, const Ru
             }
             group_coefs(sh, q, scale, save_mean, save_invstd, d1.data(), d2.data(), w);
             const int64_t c = q / sh.G * sh.C + q % sh.G * sh.Cg;
-            if (diff_src) k.diff_runs(x, dy, diff_src + at, sh.Cg, S, w.coefs(c));
+            if (!diff_src) continue;
+            float* dx = st.write_to(diff_src, at, staged.b); // half precision: over dy's floats
+            k.diff_runs(x, dy, dx, sh.Cg, S, w.coefs(c));
+            st.written(diff_src, at, L, dx);
         }
     });
 }
 
-void backward_channels_last(const ExecConfig& config, const Shape& sh, const RunKernelTable& k, const float* src,
-                            const float* diff_dst, const float* scale, const float* save_mean,
-                            const float* save_invstd, float* diff_src, BackwardScratch& w) {
+void backward_channels_last(const ExecConfig& config, const Shape& sh, const RunKernelTable& k, const Storage& st,
+                            const void* src, const void* diff_dst, const float* scale, const float* save_mean,
+                            const float* save_invstd, void* diff_src, BackwardScratch& w) {
     const int64_t C = sh.C, R = sh.block_rows();
     LaneSums sums(sh);
     for (int64_t n = 0; n < sh.N; ++n)
         for (int64_t c = 0; c < C; ++c) sums.center[n * C + c] = save_mean[n * sh.G + c / sh.Cg];
     for_blocks(config, sh, [&](BlockReduction& red, int64_t n, int64_t blk) {
         const int64_t r0 = blk * R, rows = std::min(R, sh.S - r0), at = sums.at(n, blk), x_at = rows_at(sh, n, r0);
-        red.run(k, true, src + x_at, diff_dst + x_at, rows, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
+        Staging staged(st, rows * C);
+        const float* x = st.read(src, x_at, rows * C, staged.a);
+        const float* dy = st.read(diff_dst, x_at, rows * C, staged.b);
+        red.run(k, true, x, dy, rows, C, sums.center + n * C, sums.s1 + at, sums.s2 + at);
     });
     config.threads.parallel_for(sh.N * sh.G, [&](int64_t begin, int64_t end) {
         std::vector<double> d1(size_t(sh.Cg)), d2(d1.size());
@@ -316,9 +336,15 @@ void backward_channels_last(const ExecConfig& config, const Shape& sh, const Run
     if (!diff_src) return;
     const int64_t chunk = std::max<int64_t>(1, kElementwiseValues / C), chunks = (sh.S + chunk - 1) / chunk;
     config.threads.parallel_for(sh.N * chunks, [&](int64_t begin, int64_t end) {
+        Staging staged(st, chunk * C);
         for (int64_t item = begin; item < end; ++item) {
             const int64_t n = item / chunks, r0 = item % chunks * chunk, at = rows_at(sh, n, r0);
-            k.diff_lanes(src + at, diff_dst + at, diff_src + at, std::min(chunk, sh.S - r0), C, C, w.coefs(n * C));
+            const int64_t rows = std::min(chunk, sh.S - r0);
+            const float* x = st.read(src, at, rows * C, staged.a);
+            const float* dy = st.read(diff_dst, at, rows * C, staged.b);
+            float* dx = st.write_to(diff_src, at, staged.b);
+            k.diff_lanes(x, dy, dx, rows, C, C, w.coefs(n * C));
+            st.written(diff_src, at, rows * C, dx);
         }
     });
 }
@@ -329,26 +355,28 @@ bool channels_first(const GroupNormProblem& p) { return p.layout == NK_LAYOUT_NC
 
 } // namespace
 
-void group_norm_forward(const ExecConfig& config, const GroupNormProblem& p, const float* src, float* dst,
+void group_norm_forward(const ExecConfig& config, const GroupNormProblem& p, const void* src, void* dst,
                         const float* scale, const float* shift, float* save_mean, float* save_invstd) {
     const Shape sh(p);
     const RunKernelTable& k = run_kernels(config.isa);
+    const Storage st(p.dtype, config.isa);
     if (channels_first(p))
-        forward_channels_first(config, sh, p, k, src, dst, scale, shift, save_mean, save_invstd);
+        forward_channels_first(config, sh, p, k, st, src, dst, scale, shift, save_mean, save_invstd);
     else
-        forward_channels_last(config, sh, p, k, src, dst, scale, shift, save_mean, save_invstd);
+        forward_channels_last(config, sh, p, k, st, src, dst, scale, shift, save_mean, save_invstd);
 }
 
-void group_norm_backward(const ExecConfig& config, const GroupNormProblem& p, const float* src,
-                         const float* diff_dst, const float* scale, const float* save_mean,
-                         const float* save_invstd, float* diff_src, float* diff_scale, float* diff_shift) {
+void group_norm_backward(const ExecConfig& config, const GroupNormProblem& p, const void* src,
+                         const void* diff_dst, const float* scale, const float* save_mean,
+                         const float* save_invstd, void* diff_src, float* diff_scale, float* diff_shift) {
     const Shape sh(p);
     const RunKernelTable& k = run_kernels(config.isa);
+    const Storage st(p.dtype, config.isa);
     BackwardScratch w(sh);
     if (channels_first(p))
-        backward_channels_first(config, sh, k, src, diff_dst, scale, save_mean, save_invstd, diff_src, w);
+        backward_channels_first(config, sh, k, st, src, diff_dst, scale, save_mean, save_invstd, diff_src, w);
     else
-        backward_channels_last(config, sh, k, src, diff_dst, scale, save_mean, save_invstd, diff_src, w);
+        backward_channels_last(config, sh, k, st, src, diff_dst, scale, save_mean, save_invstd, diff_src, w);
     if (diff_scale || diff_shift) column_sums(sh, w.s1, w.s2x, diff_scale, diff_shift);
 }
 

@@ -13,13 +13,14 @@ struct GroupNormProblem {
     int32_t layout; // NK_LAYOUT_*
     int64_t n, c, s, groups;
     float epsilon;
+    int32_t dtype; // NK_DTYPE_* of src, dst, diff_dst, diff_src
 };
 
-void group_norm_forward(const ExecConfig& config, const GroupNormProblem& p, const float* src, float* dst,
+void group_norm_forward(const ExecConfig& config, const GroupNormProblem& p, const void* src, void* dst,
                         const float* scale, const float* shift, float* save_mean, float* save_invstd);
 
-void group_norm_backward(const ExecConfig& config, const GroupNormProblem& p, const float* src,
-                         const float* diff_dst, const float* scale, const float* save_mean,
-                         const float* save_invstd, float* diff_src, float* diff_scale, float* diff_shift);
+void group_norm_backward(const ExecConfig& config, const GroupNormProblem& p, const void* src,
+                         const void* diff_dst, const float* scale, const float* save_mean,
+                         const float* save_invstd, void* diff_src, float* diff_scale, float* diff_shift);
 
 } // namespace nk

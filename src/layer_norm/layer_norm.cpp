@@ -6,8 +6,11 @@
 // and how much of the tensor goes through both passes while it is in cache.
 // Column sums (diff_scale, diff_shift) add fixed items of rows (fixed by the shape), each
 // in double, in item order: the same bits for any thread count.
+// bf16 / f16 tensors go through float buffers a block at a time (core/half.hpp): the
+// block's inputs converted, the float32 kernels run on them, its outputs rounded once.
 #include "layer_norm/layer_norm.hpp"
 
+#include "core/half.hpp"
 #include "core/moments.hpp"
 #include "core/run_kernel_table.hpp"
 #include "core/run_moments.hpp"
@@ -136,12 +139,20 @@ struct Filled {
     }
 };
 
+// The next block's inputs (from element `at`), for the element-wise passes to prefetch.
+NextBlock next_block(const Storage& st, bool last, const void* a, const void* b, int64_t at) {
+    const int64_t eb = int64_t(st.element_bytes());
+    if (last) return {nullptr, nullptr, eb};
+    return {static_cast<const char*>(a) + at * eb, b ? static_cast<const char*>(b) + at * eb : nullptr, eb};
+}
+
 } // namespace
 
-void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
-                        const float* residual, float* sum, float* dst, const float* scale, const float* shift,
+void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, const void* src,
+                        const void* residual, void* sum, void* dst, const float* scale, const float* shift,
                         float* save_mean, float* save_invstd) {
     const Rows g{p, run_kernels(config.isa), kernels(config.isa), p.features};
+    const Storage st(p.dtype, config.isa);
     const int64_t K = p.features, B = g.block_rows();
     Filled ones(scale ? 0 : K, 1.0f), zeros(shift || p.rms ? 0 : K, 0.0f);
     const float* w = scale ? scale : ones.data;
@@ -149,30 +160,35 @@ void layer_norm_forward(const ExecConfig& config, const LayerNormProblem& p, con
     const int64_t blocks = (p.rows + B - 1) / B;
     config.threads.parallel_for(blocks, [&](int64_t begin, int64_t end) {
         BlockScratch scratch(B);
+        Staging staged(st, B * K);
         for (int64_t blk = begin; blk < end; ++blk) {
-            const int64_t r0 = blk * B, rows = std::min(B, p.rows - r0), at = r0 * K;
-            const float* x = src + at;
+            const int64_t r0 = blk * B, rows = std::min(B, p.rows - r0), at = r0 * K, n = rows * K;
+            // A half-precision block is read whole before anything of it is written: in
+            // place (dst or sum over src or residual) holds as it does for float32.
+            const float* x = st.read(src, at, n, staged.a);
             if (residual) {
                 // x is kept where it will be read again: in sum, or in dst, which the
-                // normalization then overwrites.
-                float* kept = (sum ? sum : dst) + at;
-                g.k.add(src + at, residual + at, kept, rows * K);
+                // normalization then overwrites (half precision: in the block's floats,
+                // normalized from float32, sum rounded once).
+                float* kept = st.write_to(sum ? sum : dst, at, staged.a);
+                g.k.add(x, st.read(residual, at, n, staged.b), kept, n);
+                if (sum) st.written(sum, at, n, kept);
                 x = kept;
             }
             row_statistics(g, x, rows, scratch, save_mean ? save_mean + r0 : nullptr,
                            save_invstd ? save_invstd + r0 : nullptr);
-            const int64_t next = at + rows * K;
-            const NextBlock ahead = blk + 1 == blocks ? NextBlock{nullptr, nullptr}
-                                                      : NextBlock{src + next, residual ? residual + next : nullptr};
-            g.k.normalize(x, dst + at, rows, K, scratch.coefs(), w, b, ahead);
+            float* y = st.write_to(dst, at, staged.a);
+            g.k.normalize(x, y, rows, K, scratch.coefs(), w, b, next_block(st, blk + 1 == blocks, src, residual, at + n));
+            st.written(dst, at, n, y);
         }
     });
 }
 
-void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, const float* src,
-                         const float* diff_dst, const float* scale, const float* save_mean,
-                         const float* save_invstd, float* diff_src, float* diff_scale, float* diff_shift) {
+void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, const void* src,
+                         const void* diff_dst, const float* scale, const float* save_mean,
+                         const float* save_invstd, void* diff_src, float* diff_scale, float* diff_shift) {
     const Rows g{p, run_kernels(config.isa), kernels(config.isa), p.features};
+    const Storage st(p.dtype, config.isa);
     const int64_t K = p.features, M = p.rows;
     Filled ones(scale ? 0 : K, 1.0f);
     const float* w = scale ? scale : ones.data;
@@ -188,29 +204,30 @@ void layer_norm_backward(const ExecConfig& config, const LayerNormProblem& p, co
 
     config.threads.parallel_for(items, [&](int64_t begin, int64_t end) {
         BlockScratch scratch(sub_rows);
+        Staging staged(st, sub_rows * K);
         Scratch parts_storage(columns ? size_t(2 * K) * sizeof(float) : 1);
         float* parts = static_cast<float*>(parts_storage.data());
         if (columns) std::fill(parts, parts + 2 * K, 0.0f);
         for (int64_t item = begin; item < end; ++item) {
             const int64_t r_begin = item * item_rows, r_end = std::min(M, r_begin + item_rows);
             for (int64_t r0 = r_begin; r0 < r_end; r0 += sub_rows) {
-                const int64_t rows = std::min(sub_rows, r_end - r0), at = r0 * K;
+                const int64_t rows = std::min(sub_rows, r_end - r0), at = r0 * K, n = rows * K;
+                const float* x = st.read(src, at, n, staged.a);
+                const float* dy = st.read(diff_dst, at, n, staged.b);
+                float* dx = diff_src ? st.write_to(diff_src, at, staged.b) : nullptr; // half: over dy's floats
                 const ColumnSums cols{parts, parts + K, sums + item * 2 * K,
                                       diff_shift ? sums + item * 2 * K + K : nullptr, r0 - r_begin, r0 + rows == r_end};
                 if (diff_src) {
-                    row_gradients(g, src + at, diff_dst + at, w, rows, p.rms ? nullptr : save_mean + r0,
-                                  save_invstd + r0, scratch);
+                    row_gradients(g, x, dy, w, rows, p.rms ? nullptr : save_mean + r0, save_invstd + r0, scratch);
                 } else {
                     for (int64_t j = 0; j < rows; ++j) {
                         scratch.mean_hi[j] = p.rms ? 0.0f : save_mean[r0 + j];
                         scratch.r[j] = save_invstd[r0 + j];
                     }
                 }
-                const int64_t next = at + rows * K;
-                const NextBlock ahead =
-                    r0 + rows == M ? NextBlock{nullptr, nullptr} : NextBlock{src + next, diff_dst + next};
-                g.k.backward(src + at, diff_dst + at, diff_src ? diff_src + at : nullptr, rows, K, scratch.coefs(), w,
-                             columns ? &cols : nullptr, ahead);
+                g.k.backward(x, dy, dx, rows, K, scratch.coefs(), w, columns ? &cols : nullptr,
+                             next_block(st, r0 + rows == M, src, diff_dst, at + n));
+                if (dx) st.written(diff_src, at, n, dx);
             }
         }
     });

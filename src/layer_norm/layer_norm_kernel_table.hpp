@@ -34,11 +34,13 @@ struct ColumnSums {
 };
 constexpr int64_t kColumnRows = 8;
 
-// The inputs of the next block of rows, at the same offsets as this call's (null: none):
-// the element-wise passes, whose inputs are in cache, ask for them, so that reading the
-// next block from memory overlaps this one's second pass. Never changes a result.
+// The inputs of the next block of rows, at the same element offsets as this call's (null:
+// none), `element_bytes` per element (float32 or a 2-byte storage type): the element-wise
+// passes, whose inputs are in cache, ask for them, so that reading the next block from
+// memory overlaps this one's second pass. Never changes a result.
 struct NextBlock {
-    const float *a, *b;
+    const char *a, *b;
+    int64_t element_bytes;
 };
 
 struct LayerNormKernelTable {

@@ -31,9 +31,10 @@ struct LayerNormKernels : RunKernels<Ops> {
 
     // The next block's row at offset `at`: one prefetch per 64 bytes, before the row's pass.
     static void prefetch_next(const NextBlock& next, int64_t at, int64_t len) {
-        for (const float* p : {next.a, next.b})
+        const int64_t eb = next.element_bytes;
+        for (const char* p : {next.a, next.b})
             if (p)
-                for (int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + at + i);
+                for (int64_t i = at * eb; i < (at + len) * eb; i += 64) __builtin_prefetch(p + i);
     }
 
     template <class HasShift>

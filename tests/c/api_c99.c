@@ -439,6 +439,31 @@ static void test_batch_norm_sync(void) {
 
 /* The fusions: relu(bn(x) + residual) in one call, backward masked by its dst, and the
  * fold of inference batch norm into a linear layer's weights. */
+static void test_half_storage(void) {
+    /* A bf16 RMS norm from C: uint16_t bit patterns in and out, float32 parameters. Rows of
+     * 4 values 1, 2, 3, 4 (exact in bf16 and f16): invrms = 1/sqrt(7.5 + eps). */
+    static const uint16_t bf16_row[4] = {0x3f80, 0x4000, 0x4040, 0x4080};
+    static const uint16_t f16_row[4] = {0x3c00, 0x4000, 0x4200, 0x4400};
+    uint16_t dst[4];
+    float invrms = 0.0f;
+    nk_layer_norm_desc d;
+    int i;
+    CHECK(NK_DTYPE_F32 == 0 && NK_DTYPE_BF16 == 1 && NK_DTYPE_F16 == 2);
+    CHECK(nk_layer_norm_desc_init(&d, 1, 4) == NK_OK);
+    d.dtype = NK_DTYPE_BF16;
+    CHECK(nk_rms_norm_forward(NULL, &d, bf16_row, NULL, NULL, dst, NULL, &invrms) == NK_OK);
+    CHECK(close_to(invrms, 1 / sqrt(7.5 + 1e-5), 1e-6));
+    /* 4 * invrms = 1.46059...: bf16 0x3fbb (1.4609375) is the nearest. */
+    CHECK(dst[3] == 0x3fbb);
+    d.dtype = NK_DTYPE_F16;
+    CHECK(nk_rms_norm_forward(NULL, &d, f16_row, NULL, NULL, dst, NULL, &invrms) == NK_OK);
+    CHECK(dst[3] == 0x3dd8); /* f16 nearest to 1.46059: 1.4609375 */
+    for (i = 0; i < 4; ++i) dst[i] = 0x1234;
+    d.dtype = 3;
+    CHECK(nk_rms_norm_forward(NULL, &d, f16_row, NULL, NULL, dst, NULL, &invrms) == NK_ERROR_INVALID_ARGUMENT);
+    CHECK(message_names("dtype") && dst[0] == 0x1234);
+}
+
 static void test_batch_norm_fused(void) {
     enum { FC = 2, FN = 6 };
     float src[FN * FC], residual[FN * FC], dst[FN * FC], dy[FN * FC], dx[FN * FC], dres[FN * FC];
@@ -489,6 +514,7 @@ int main(void) {
     test_parallel_for();
     test_batch_norm_sync();
     test_batch_norm_fused();
+    test_half_storage();
     printf("normkit %u from C99: %d passed, %d failed\n", (unsigned)nk_version(), g_passed, g_failed);
     return g_failed != 0;
 }

@@ -46,7 +46,7 @@ def split_shape(shape, layout):
     return layout, shape[0], shape[-1], math.prod(shape[1:-1])
 
 
-def _desc(shape, layout, epsilon=1e-5, momentum=0.1, flags=0):
+def _desc(shape, layout, epsilon=1e-5, momentum=0.1, flags=0, dtype=0):
     """The descriptor of a tensor of this shape, from nk_batch_norm_desc_init's defaults."""
     layout, n, c, spatial = split_shape(shape, layout)
     desc = BatchNormDesc()
@@ -54,6 +54,7 @@ def _desc(shape, layout, epsilon=1e-5, momentum=0.1, flags=0):
     desc.epsilon = epsilon
     desc.momentum = momentum
     desc.flags = flags
+    desc.dtype = dtype
     return desc
 
 
@@ -73,10 +74,11 @@ def batch_norm_forward_training(src, scale=None, shift=None, running_mean=None, 
     flags |= FUSE_RELU if relu else 0
     args = Call(out, TrainingResult._fields)
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout, epsilon, momentum, flags)
+    desc = _desc(shape, layout, epsilon, momentum, flags, dtype=args.dtype)
     channels = (desc.c,)
     call("nk_batch_norm_forward_training_v2", _context.handle(context), ctypes.byref(desc),
-         src_address, args.input("residual", residual, shape, optional=True), args.output("dst", shape),
+         src_address, args.input("residual", residual, shape, optional=True, storage=True),
+         args.output("dst", shape, storage=True),
          args.input("scale", scale, channels, optional=True),
          args.input("shift", shift, channels, optional=True),
          args.input("running_mean", running_mean, channels, optional=True, written=True),
@@ -93,10 +95,11 @@ def batch_norm_forward_inference(src, mean, variance, scale=None, shift=None, *,
     """
     args = Call(out, ("dst",))
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout, epsilon, flags=FUSE_RELU if relu else 0)
+    desc = _desc(shape, layout, epsilon, flags=FUSE_RELU if relu else 0, dtype=args.dtype)
     channels = (desc.c,)
     call("nk_batch_norm_forward_inference_v2", _context.handle(context), ctypes.byref(desc),
-         src_address, args.input("residual", residual, shape, optional=True), args.output("dst", shape),
+         src_address, args.input("residual", residual, shape, optional=True, storage=True),
+         args.output("dst", shape, storage=True),
          args.input("scale", scale, channels, optional=True),
          args.input("shift", shift, channels, optional=True),
          args.input("mean", mean, channels), args.input("variance", variance, channels))
@@ -116,13 +119,13 @@ def batch_norm_backward(src, diff_dst, save_mean, save_invstd, scale=None, *, la
         raise ValueError(f"outputs names {sorted(unknown)}: expected a subset of {BackwardResult._fields}")
     args = Call(out, BackwardResult._fields)
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout, flags=USE_GLOBAL_STATS if use_global_stats else 0)
+    desc = _desc(shape, layout, flags=USE_GLOBAL_STATS if use_global_stats else 0, dtype=args.dtype)
     channels = (desc.c,)
     call("nk_batch_norm_backward", _context.handle(context), ctypes.byref(desc),
-         src_address, args.input("diff_dst", diff_dst, shape),
+         src_address, args.input("diff_dst", diff_dst, shape, storage=True),
          args.input("scale", scale, channels, optional=True),
          args.input("save_mean", save_mean, channels), args.input("save_invstd", save_invstd, channels),
-         args.output("diff_src", shape, wanted="diff_src" in outputs),
+         args.output("diff_src", shape, wanted="diff_src" in outputs, storage=True),
          args.output("diff_scale", channels, wanted="diff_scale" in outputs),
          args.output("diff_shift", channels, wanted="diff_shift" in outputs))
     return BackwardResult(**args.results)
@@ -142,14 +145,15 @@ def batch_norm_backward_relu(src, diff_dst, dst, save_mean, save_invstd, scale=N
         raise ValueError(f"outputs names {sorted(unknown)}: expected a subset of {ReluBackwardResult._fields}")
     args = Call(out, ReluBackwardResult._fields)
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout, flags=FUSE_RELU | (USE_GLOBAL_STATS if use_global_stats else 0))
+    desc = _desc(shape, layout, flags=FUSE_RELU | (USE_GLOBAL_STATS if use_global_stats else 0), dtype=args.dtype)
     channels = (desc.c,)
     call("nk_batch_norm_backward_v2", _context.handle(context), ctypes.byref(desc),
-         src_address, args.input("diff_dst", diff_dst, shape), args.input("dst", dst, shape),
+         src_address, args.input("diff_dst", diff_dst, shape, storage=True),
+         args.input("dst", dst, shape, storage=True),
          args.input("scale", scale, channels, optional=True),
          args.input("save_mean", save_mean, channels), args.input("save_invstd", save_invstd, channels),
-         args.output("diff_src", shape, wanted="diff_src" in outputs),
-         args.output("diff_residual", shape, wanted="diff_residual" in outputs),
+         args.output("diff_src", shape, wanted="diff_src" in outputs, storage=True),
+         args.output("diff_residual", shape, wanted="diff_residual" in outputs, storage=True),
          args.output("diff_scale", channels, wanted="diff_scale" in outputs),
          args.output("diff_shift", channels, wanted="diff_shift" in outputs))
     return ReluBackwardResult(**args.results)
@@ -164,7 +168,7 @@ def batch_norm_fold(mean, variance, weight, bias=None, scale=None, shift=None, *
     shift may be None (0, 1, 0). out=(weight, bias) may be the inputs (in place).
     """
     args = Call(out, FoldResult._fields)
-    weight_address, shape = args.tensor("weight", weight, min_ndim=1)
+    weight_address, shape = args.tensor("weight", weight, min_ndim=1, storage=False)
     channels = (shape[0],)
     desc = _desc((1, shape[0]), Layout.NCS, epsilon)
     call("nk_batch_norm_fold", ctypes.byref(desc), args.input("mean", mean, channels),

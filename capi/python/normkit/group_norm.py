@@ -40,7 +40,7 @@ def _groups(value, channels):
 class _Shapes:
     """The channels and statistics of a tensor of this shape, and the descriptor for it."""
 
-    def __init__(self, shape, layout, groups, epsilon=1e-5):
+    def __init__(self, shape, layout, groups, epsilon=1e-5, dtype=0):
         layout, n, c, spatial = split_shape(shape, layout)
         groups = _groups(groups, c)
         self.channels = (c,)
@@ -49,6 +49,7 @@ class _Shapes:
         self.desc = GroupNormDesc()
         call("nk_group_norm_desc_init", ctypes.byref(self.desc), layout, n, c, spatial, groups)
         self.desc.epsilon = check_epsilon(epsilon)
+        self.desc.dtype = dtype
 
 
 def group_norm_forward(src, groups, scale=None, shift=None, *, layout=Layout.NCS, epsilon=1e-5, out=None,
@@ -61,8 +62,8 @@ def group_norm_forward(src, groups, scale=None, shift=None, *, layout=Layout.NCS
     """
     args = Call(out, GroupNormResult._fields)
     src_address, shape = args.tensor("src", src)
-    shapes = _Shapes(shape, layout, groups, epsilon)
-    dst_address = args.output("dst", shape)
+    shapes = _Shapes(shape, layout, groups, epsilon, args.dtype)
+    dst_address = args.output("dst", shape, storage=True)
     scale_address = args.input("scale", scale, shapes.channels, optional=True)
     shift_address = args.input("shift", shift, shapes.channels, optional=True)
     saved = [args.output(name, shapes.statistics) for name in ("save_mean", "save_invstd")]
@@ -90,12 +91,12 @@ def group_norm_backward(src, diff_dst, save_mean, save_invstd, groups, scale=Non
         raise ValueError(f"outputs names {sorted(unknown)}: expected a subset of {fields}")
     args = Call(out, fields)
     src_address, shape = args.tensor("src", src)
-    shapes = _Shapes(shape, layout, groups)
-    diff_dst_address = args.input("diff_dst", diff_dst, shape)
+    shapes = _Shapes(shape, layout, groups, dtype=args.dtype)
+    diff_dst_address = args.input("diff_dst", diff_dst, shape, storage=True)
     scale_address = args.input("scale", scale, shapes.channels, optional=True)
     saved = [args.input(name, value, shapes.statistics)
              for name, value in (("save_mean", save_mean), ("save_invstd", save_invstd))]
-    diff_src = args.output("diff_src", shape, wanted="diff_src" in outputs)
+    diff_src = args.output("diff_src", shape, wanted="diff_src" in outputs, storage=True)
     sums = [args.output(name, shapes.channels, wanted=name in outputs) for name in fields[1:]]
     call("nk_group_norm_backward", _context.handle(context), ctypes.byref(shapes.desc), src_address,
          diff_dst_address, scale_address, *saved, diff_src, *sums)

@@ -4,7 +4,10 @@ nk_rms_norm_forward, _backward.
 src is an array of any rank whose last `normalized_ndim` dims are the normalized ones
 (the features, as torch's normalized_shape), the leading dims the rows: (*rows, *features).
 scale / shift have the shape of the features; the saved statistics have the shape of
-the rows (() for a single row). Every array is float32, C-contiguous and aligned;
+the rows (() for a single row). Every array is C-contiguous and aligned; the tensors
+(src, residual, sum, dst, diff_dst, diff_src) are float32, float16 or torch bfloat16
+(all of one type, computed in float32; a bf16 result allocated here is uint16 bits), the
+others float32;
 outputs are allocated unless given in out= (an array, or a tuple with one entry per
 output, None where one should be allocated).
 
@@ -42,12 +45,13 @@ def _normalized_ndim(value):
 class _Shapes:
     """The rows and features of a tensor of this shape, and the descriptor for it."""
 
-    def __init__(self, shape, normalized_ndim, epsilon=1e-5):
+    def __init__(self, shape, normalized_ndim, epsilon=1e-5, dtype=0):
         self.rows = shape[:len(shape) - normalized_ndim]
         self.features = shape[len(shape) - normalized_ndim:]
         self.desc = LayerNormDesc()
         call("nk_layer_norm_desc_init", ctypes.byref(self.desc), math.prod(self.rows), math.prod(self.features))
         self.desc.epsilon = check_epsilon(epsilon)
+        self.desc.dtype = dtype
 
 
 def _src(args, src, normalized_ndim):
@@ -59,11 +63,11 @@ def _src(args, src, normalized_ndim):
 def _forward(op, src, scale, shift, residual, normalized_ndim, epsilon, out, context, fields):
     args = Call(out, fields)
     src_address, shape, ndim = _src(args, src, normalized_ndim)
-    shapes = _Shapes(shape, ndim, epsilon)
-    residual_address = args.input("residual", residual, shape, optional=True)
+    shapes = _Shapes(shape, ndim, epsilon, args.dtype)
+    residual_address = args.input("residual", residual, shape, optional=True, storage=True)
     # A sum given in out= without a residual goes to the library, which rejects it.
-    sum_address = args.output("sum", shape, wanted=residual is not None or args.gives("sum"))
-    dst_address = args.output("dst", shape)
+    sum_address = args.output("sum", shape, wanted=residual is not None or args.gives("sum"), storage=True)
+    dst_address = args.output("dst", shape, storage=True)
     parameters = [args.input("scale", scale, shapes.features, optional=True)]
     if op == "nk_layer_norm_forward":
         parameters.append(args.input("shift", shift, shapes.features, optional=True))
@@ -108,11 +112,11 @@ def _backward(op, src, diff_dst, statistics, scale, normalized_ndim, outputs, ou
         raise ValueError(f"outputs names {sorted(unknown)}: expected a subset of {fields}")
     args = Call(out, fields)
     src_address, shape, ndim = _src(args, src, normalized_ndim)
-    shapes = _Shapes(shape, ndim)
-    diff_dst_address = args.input("diff_dst", diff_dst, shape)
+    shapes = _Shapes(shape, ndim, dtype=args.dtype)
+    diff_dst_address = args.input("diff_dst", diff_dst, shape, storage=True)
     scale_address = args.input("scale", scale, shapes.features, optional=True)
     saved = [args.input(name, value, shapes.rows) for name, value in statistics]
-    diff_src = args.output("diff_src", shape, wanted="diff_src" in outputs)
+    diff_src = args.output("diff_src", shape, wanted="diff_src" in outputs, storage=True)
     sums = [args.output(name, shapes.features, wanted=name in outputs) for name in fields[1:]]
     call(op, _context.handle(context), ctypes.byref(shapes.desc), src_address, diff_dst_address, scale_address,
          *saved, diff_src, *sums)

@@ -50,7 +50,7 @@ def batch_norm_stats(src, *, layout=Layout.NCS, samples_per_piece=0, context=Non
     samples_per_piece = _check_piece(samples_per_piece)
     args = Call(None, ())
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout)
+    desc = _desc(shape, layout, dtype=args.dtype)
     partial = np.empty(_partial_size(desc, samples_per_piece), np.uint8)
     call("nk_batch_norm_stats", _context.handle(context), ctypes.byref(desc), samples_per_piece, src_address,
          partial.ctypes.data, partial.size)
@@ -64,7 +64,10 @@ def batch_norm_merge_partials(partials, channels):
     views = [_as_bytes(f"partials[{i}]", p) for i, p in enumerate(partials)]
     if not views:
         raise ValueError("partials is empty: expected at least one partial")
-    desc = _desc((0, channels), Layout.NCS)
+    # The partials record the dtype of the tensors they came from (header bytes 8-11);
+    # the library checks that they agree.
+    dtype = int(views[0][8:12].view(np.int32)[0]) if views[0].size >= 12 else 0
+    desc = _desc((0, channels), Layout.NCS, dtype=dtype)
     merged = np.empty(_partial_size(desc, 0), np.uint8)
     addresses = (ctypes.c_void_p * len(views))(*[v.ctypes.data for v in views])
     sizes = (ctypes.c_int64 * len(views))(*[v.size for v in views])
@@ -83,10 +86,10 @@ def batch_norm_forward_from_partial(partial, src, scale=None, shift=None, runnin
     partial = _as_bytes("partial", partial)
     args = Call(out, TrainingResult._fields)
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout, epsilon, momentum, flags)
+    desc = _desc(shape, layout, epsilon, momentum, flags, dtype=args.dtype)
     channels = (desc.c,)
     call("nk_batch_norm_forward_from_partial", _context.handle(context), ctypes.byref(desc), partial.ctypes.data,
-         partial.size, src_address, args.output("dst", shape),
+         partial.size, src_address, args.output("dst", shape, storage=True),
          args.input("scale", scale, channels, optional=True),
          args.input("shift", shift, channels, optional=True),
          args.input("running_mean", running_mean, channels, optional=True, written=True),
@@ -100,10 +103,10 @@ def batch_norm_backward_reduce(src, diff_dst, save_mean, *, layout=Layout.NCS, s
     samples_per_piece = _check_piece(samples_per_piece)
     args = Call(None, ())
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout)
+    desc = _desc(shape, layout, dtype=args.dtype)
     reduced = np.empty(_partial_size(desc, samples_per_piece), np.uint8)
     call("nk_batch_norm_backward_reduce", _context.handle(context), ctypes.byref(desc), samples_per_piece,
-         src_address, args.input("diff_dst", diff_dst, shape), args.input("save_mean", save_mean, (desc.c,)),
+         src_address, args.input("diff_dst", diff_dst, shape, storage=True), args.input("save_mean", save_mean, (desc.c,)),
          reduced.ctypes.data, reduced.size)
     return reduced
 
@@ -118,13 +121,13 @@ def batch_norm_backward_from_reduced(reduced, src, diff_dst, save_mean, save_inv
     reduced = _as_bytes("reduced", reduced)
     args = Call(out, BackwardResult._fields)
     src_address, shape = args.tensor("src", src)
-    desc = _desc(shape, layout)
+    desc = _desc(shape, layout, dtype=args.dtype)
     channels = (desc.c,)
     call("nk_batch_norm_backward_from_reduced", _context.handle(context), ctypes.byref(desc), reduced.ctypes.data,
-         reduced.size, src_address, args.input("diff_dst", diff_dst, shape),
+         reduced.size, src_address, args.input("diff_dst", diff_dst, shape, storage=True),
          args.input("scale", scale, channels, optional=True),
          args.input("save_mean", save_mean, channels), args.input("save_invstd", save_invstd, channels),
-         args.output("diff_src", shape, wanted="diff_src" in outputs),
+         args.output("diff_src", shape, wanted="diff_src" in outputs, storage=True),
          args.output("diff_scale", channels, wanted="diff_scale" in outputs),
          args.output("diff_shift", channels, wanted="diff_shift" in outputs))
     return BackwardResult(**args.results)

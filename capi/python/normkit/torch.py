@@ -131,10 +131,23 @@ class _NormkitModule:
         self.context = context
 
     def _check_float32_cpu(self, *named):
+        """Parameters and statistics: float32 on the CPU."""
         for name, tensor in named:
             if tensor is not None and (tensor.dtype != torch.float32 or tensor.device.type != "cpu"):
                 raise TypeError(f"{name} is {tensor.dtype} on {tensor.device}: "
                                 f"normkit.torch.{type(self).__name__} computes in float32 on the CPU")
+
+    def _check_storage_cpu(self, input, *named):
+        """input, and the tensors that share its type (residual): float32, float16 or
+        bfloat16 on the CPU, all of one type (computed in float32, stored in that type)."""
+        for name, tensor in (("input", input),) + named:
+            if tensor is None:
+                continue
+            if tensor.dtype not in (torch.float32, torch.float16, torch.bfloat16) or tensor.device.type != "cpu":
+                raise TypeError(f"{name} is {tensor.dtype} on {tensor.device}: normkit.torch."
+                                f"{type(self).__name__} takes float32, float16 or bfloat16 on the CPU")
+            if tensor.dtype != input.dtype:
+                raise TypeError(f"{name} is {tensor.dtype}, input {input.dtype}: expected one type")
 
 
 class _NormkitBatchNorm(_NormkitModule):
@@ -144,8 +157,8 @@ class _NormkitBatchNorm(_NormkitModule):
 
     def forward(self, input, residual=None):
         self._check_input_dim(input)
-        self._check_float32_cpu(("input", input), ("weight", self.weight), ("running_mean", self.running_mean),
-                                ("residual", residual))
+        self._check_storage_cpu(input, ("residual", residual))
+        self._check_float32_cpu(("weight", self.weight), ("running_mean", self.running_mean))
         if residual is not None and residual.shape != input.shape:
             raise ValueError(f"residual has shape {tuple(residual.shape)}, input {tuple(input.shape)}")
         # torch's own rules: which statistics normalize, which running statistics move, by how much.
@@ -282,7 +295,8 @@ class _NormkitRowNorm(_NormkitModule):
     """forward() of torch's LayerNorm / RMSNorm, with normkit doing the arithmetic."""
 
     def _normalize(self, input, residual, bias, eps, rms):
-        self._check_float32_cpu(("input", input), ("residual", residual), ("weight", self.weight))
+        self._check_storage_cpu(input, ("residual", residual))
+        self._check_float32_cpu(("weight", self.weight))
         ndim = len(self.normalized_shape)
         if input.dim() < ndim or tuple(input.shape[input.dim() - ndim:]) != tuple(self.normalized_shape):
             raise ValueError(f"input has shape {tuple(input.shape)}: expected (*, "
@@ -406,7 +420,8 @@ class GroupNorm(_NormkitModule, torch.nn.GroupNorm):
     """torch.nn.GroupNorm on normkit: input (N, C, *), contiguous or channels_last(_3d)."""
 
     def forward(self, input):
-        self._check_float32_cpu(("input", input), ("weight", self.weight))
+        self._check_storage_cpu(input)
+        self._check_float32_cpu(("weight", self.weight))
         if input.dim() < 2 or input.shape[1] != self.num_channels:
             raise ValueError(f"input has shape {tuple(input.shape)}: expected (N, {self.num_channels}, *) for "
                              f"num_channels {self.num_channels}")
@@ -428,7 +443,8 @@ class _NormkitInstanceNorm(_NormkitModule):
         return self._instance_norm(input)
 
     def _instance_norm(self, input):
-        self._check_float32_cpu(("input", input), ("weight", self.weight), ("running_mean", self.running_mean))
+        self._check_storage_cpu(input)
+        self._check_float32_cpu(("weight", self.weight), ("running_mean", self.running_mean))
         channels = input.shape[1]
         if (self.affine or self.track_running_stats) and channels != self.num_features:
             raise ValueError(f"input has shape {tuple(input.shape)}: expected (N, {self.num_features}, *) for "
